@@ -1,0 +1,26 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+REAL_DATA = SHARED / "data" / "real"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """Root of ../shared/data/real; the test is skipped when it is absent (a user's fresh clone)."""
+    if not REAL_DATA.is_dir():
+        pytest.skip("../shared/data/real is absent")
+    return REAL_DATA
