@@ -1,0 +1,126 @@
+"""Input checks with errors that name the file and the problem.
+
+Bad input (a 2D or 4D image where a volume is expected, an empty or constant image, NaN/Inf values, a label whose
+shape or geometry differs from its image) must stop a run with one clear message instead of a shape error deep
+inside a network, or a silently wrong result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+__all__ = ["ValidateImaged", "InputError", "source_name", "check_volume_array"]
+
+
+class InputError(ValueError):
+    """Bad input data: the message names the file and what is wrong with it."""
+
+
+def source_name(data: Any, fallback: str = "<in-memory image>") -> str:
+    """The file a (Meta)Tensor was loaded from, for error messages."""
+    if isinstance(data, MetaTensor):
+        name = data.meta.get("filename_or_obj")
+        if name:
+            return str(name)
+    return fallback
+
+
+def check_volume_array(img: Any, name: str, channels: int | None = 1, min_size: int = 1,
+                       max_voxels: int = 2_000_000_000) -> None:
+    """Check a channel-first image ``(C, X, Y, Z)``.
+
+    Args:
+        img: the channel-first array or tensor.
+        name: file name used in the messages.
+        channels: required number of channels (``None``: any).
+        min_size: smallest allowed extent of each spatial axis.
+        max_voxels: largest allowed number of voxels (absurd sizes are refused before any processing).
+
+    Raises:
+        InputError: naming ``name`` and the problem.
+    """
+    shape = tuple(int(s) for s in img.shape)
+    spatial = shape[1:]
+    if len(spatial) == 2:
+        raise InputError(f"{name}: expected a 3D volume, got a 2D image of shape {spatial}.")
+    if len(spatial) != 3:
+        raise InputError(f"{name}: expected a 3D volume, got an array of shape {shape} (channel first).")
+    if channels is not None and shape[0] != channels:
+        raise InputError(
+            f"{name}: expected a single 3D volume with {channels} channel(s), got {shape[0]} "
+            f"(a 4D image, e.g. a time series or multi-echo file? pick one volume first). Shape {shape}."
+        )
+    if min(spatial) < min_size:
+        raise InputError(f"{name}: empty or too small image, spatial shape {spatial} (each axis needs >= {min_size}).")
+    if int(np.prod(spatial)) * shape[0] > max_voxels:
+        raise InputError(f"{name}: absurd image size {spatial} ({int(np.prod(spatial))} voxels > {max_voxels}).")
+    t = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+    if t.is_floating_point():
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise InputError(f"{name}: image contains {bad} NaN/Inf value(s); fix or mask them before segmenting.")
+    tf = t.float()
+    if float(tf.max()) == float(tf.min()):
+        raise InputError(f"{name}: image is constant (every voxel = {float(tf.min())}); nothing to segment.")
+
+
+class ValidateImaged(MapTransform):
+    """Refuse bad images and image/label pairs, naming the file and the problem.
+
+    Args:
+        keys: the image key(s) to check (``(C, X, Y, Z)`` channel-first tensors, typically ``"image"``).
+        label_key: if given and present, the label must have one channel, the image's spatial shape and affine.
+        channels: required image channels.
+        atol: tolerance on the affine comparison (mm).
+        allow_missing_keys: skip absent keys.
+
+    Raises:
+        InputError: (a ``ValueError``) on a 2D/4D image, an empty, constant or non-finite image, or a label whose
+            shape or affine differs from its image.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", label_key: str | None = None, channels: int | None = 1,
+                 atol: float = 1e-3, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_key = label_key
+        self.channels = channels
+        self.atol = atol
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            name = source_name(img, fallback=str(d.get(f"{key}_path", key)))
+            check_volume_array(img, name, self.channels)
+            if self.label_key is not None and self.label_key in d:
+                self._check_label(img, d[self.label_key], name)
+        return d
+
+    def _check_label(self, img: Any, label: Any, img_name: str) -> None:
+        lab_name = source_name(label, fallback=str(self.label_key))
+        if label.shape[0] != 1:
+            raise InputError(f"{lab_name}: a label map needs one channel, got shape {tuple(label.shape)}.")
+        if tuple(label.shape[1:]) != tuple(img.shape[1:]):
+            raise InputError(
+                f"{lab_name}: label shape {tuple(label.shape[1:])} differs from image {img_name} shape "
+                f"{tuple(img.shape[1:])}."
+            )
+        if isinstance(img, MetaTensor) and isinstance(label, MetaTensor):
+            a_img = np.asarray(img.affine, dtype=float)
+            a_lab = np.asarray(label.affine, dtype=float)
+            if not np.allclose(a_img, a_lab, atol=self.atol):
+                raise InputError(
+                    f"{lab_name}: label geometry (affine) differs from image {img_name}:\n"
+                    f"label affine\n{np.array2string(a_lab, precision=3)}\nimage affine\n"
+                    f"{np.array2string(a_img, precision=3)}"
+                )
+        if isinstance(label, torch.Tensor) and label.is_floating_point() and not bool(torch.isfinite(label).all()):
+            raise InputError(f"{lab_name}: label contains NaN/Inf values.")
