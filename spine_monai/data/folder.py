@@ -1,0 +1,94 @@
+"""Dataset adapter: a folder of ``<case>_img`` / ``<case>_label`` image pairs -> datalist JSON with k folds.
+
+Works for ``../shared/data/real/lumbar_mri`` (``VB2_02_img.nii.gz`` + ``VB2_02_label.nii.gz``) and any folder laid
+out the same way. Labels are used as they are on disk; the bundles binarise them (``AsDiscreted(threshold=0.5)``)
+when the method is binary, so one datalist serves binary and multi-class methods.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from spine_monai.data.datalist import write_datalist
+
+__all__ = ["find_pairs", "folder_datalist"]
+
+logger = logging.getLogger(__name__)
+
+
+def find_pairs(dataset_dir: str | os.PathLike, pattern: str = "*_img.nii.gz", label_suffix: str = "_label",
+               include: str | Sequence[str] | None = None) -> list[dict]:
+    """Image/label pairs of a folder.
+
+    Args:
+        dataset_dir: the folder.
+        pattern: glob of the image files; the part replaced by ``_img`` identifies the case.
+        label_suffix: the label of ``<case>_img.ext`` is ``<case><label_suffix>.ext``.
+        include: optional case-id glob(s), e.g. ``"VB*"`` or ``["VB2_*"]``.
+
+    Returns:
+        ``[{"image": path, "label": path, "case": id}, ...]`` sorted by case id.
+
+    Raises:
+        FileNotFoundError: if the folder does not exist, holds no image, or an image has no label.
+    """
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found.")
+    images = sorted(glob.glob(str(root / pattern)))
+    if not images:
+        raise FileNotFoundError(f"{root}: no image matches {pattern!r}.")
+    marker = pattern.split("*")[-1].split(".")[0]  # "_img" for "*_img.nii.gz"
+    if not marker:
+        raise ValueError(f"pattern {pattern!r} must end in a marker such as '*_img.nii.gz'.")
+    includes = [include] if isinstance(include, str) else list(include or [])
+    pairs = []
+    for img in images:
+        name = Path(img).name
+        case = name.split(marker)[0]
+        if includes and not any(fnmatch.fnmatch(case, pat) for pat in includes):
+            continue
+        label = root / name.replace(marker, label_suffix, 1)
+        if not label.is_file():
+            raise FileNotFoundError(f"{img}: no label file {label.name} beside it.")
+        pairs.append({"image": str(Path(img).resolve()), "label": str(label.resolve()), "case": case})
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no case matches include={includes}.")
+    return pairs
+
+
+def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | None = None, folds: int = 5,
+                    seed: int = 0, pattern: str = "*_img.nii.gz", label_suffix: str = "_label",
+                    binarize: bool = True, include: str | Sequence[str] | None = None) -> str:
+    """Write a Decathlon-style datalist (with fixed folds) for a folder of image/label pairs.
+
+    Args:
+        dataset_dir: folder of pairs (read only; nothing is written there unless ``out`` points there).
+        out: the datalist path to write (a ``.json`` file, or a folder that gets ``datalist.json``); default
+            ``./<folder name>_datalist/datalist.json``.
+        folds: number of folds (fixed by ``seed``).
+        seed: fold seed.
+        pattern, label_suffix, include: see :func:`find_pairs`.
+        binarize: recorded in the datalist (``"binary_labels": true``): the label maps are meant as spine vs
+            background; bundles apply the threshold.
+
+    Returns:
+        The datalist path.
+    """
+    pairs = find_pairs(dataset_dir, pattern, label_suffix, include)
+    if out is None:
+        out_path = Path.cwd() / f"{Path(dataset_dir).resolve().name}_datalist" / "datalist.json"
+    else:
+        out_path = Path(out)
+        if out_path.suffix != ".json":
+            out_path = out_path / "datalist.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    path = write_datalist(pairs, out_path, folds=folds, seed=seed, name=Path(dataset_dir).resolve().name,
+                          source=str(Path(dataset_dir).resolve()), binary_labels=bool(binarize))
+    logger.info("wrote %s (%d cases, %d folds)", path, len(pairs), folds)
+    return str(path)
