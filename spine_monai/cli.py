@@ -28,10 +28,14 @@ class SpineMonaiCLI:
                      folds=folds, **kwargs)
 
     def datalist(self, dataset_dir: str, out: str | None = None, folds: int = 5, seed: int = 0,
-                 pattern: str = "*_img.nii.gz", label_suffix: str = "_label", binarize: bool = True) -> str:
-        """Build a datalist JSON (with k folds) for a folder of ``<case>_img`` / ``<case>_label`` pairs."""
+                 pattern: str = "*_img.nii.gz", label_suffix: str = "_label", binarize: bool = True,
+                 include: str | list[str] | None = None) -> str:
+        """Build a datalist JSON (with k folds) for a folder of ``<case>_img`` / ``<case>_label`` pairs.
+
+        ``include`` selects case ids by glob, e.g. ``--include "VB*"`` or ``--include "['VB2_*']"``.
+        """
         return _call("spine_monai.data.folder:folder_datalist", dataset_dir=dataset_dir, out=out, folds=folds,
-                     seed=seed, pattern=pattern, label_suffix=label_suffix, binarize=binarize)
+                     seed=seed, pattern=pattern, label_suffix=label_suffix, binarize=binarize, include=include)
 
     def demo(self, out: str = "demo_out", **kwargs: Any) -> str:
         """The main job: phantoms -> train SAU-Net -> evaluate -> infer one volume -> label, overlay, metrics."""
