@@ -132,7 +132,9 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 20, n_test: int = 4, 
     (out / "summary.json").write_text(json.dumps(info, indent=2, default=str))
     table = metrics_markdown_table(summary, metrics=("dice", "jaccard", "precision", "recall", "hd95", "hd"),
                                    class_names={"1": "spine", "mean over classes": "mean"})
-    cmd = f"python -m spine_monai demo --out {out.name} --n {n} --n_test {n_test} --seed {seed}"
+    extra = "".join(f" --{k} {json.dumps(v).replace(' ', '')}" for k, v in overrides.items())
+    cmd = (f"python -m spine_monai demo --out {out.name} --n {n} --n_test {n_test} --seed {seed} "
+           f"--shape_scale {shape_scale}{extra}")
     (out / "metrics.md").write_text(
         f"# SAU-Net demo: held-out phantoms\n\nCommand: `{cmd}`\n\nData: {n} training phantoms (seed {seed}), "
         f"{n_test} held-out test phantoms (seed {seed + 1000}); metrics in each test image's original geometry.\n"
