@@ -1,8 +1,9 @@
 """Decathlon-style datalists with fixed k-fold assignments.
 
-Every paper reproduced here reports k-fold cross-validation (SAU-Net: Zhang et al., 2020, section 4.1, 5 folds;
-SAFNet: Yilizati-Yilihamu et al., 2023, BMC, 5 folds), so the folds are written into the datalist once, from a
-seed, and every tool (bundles, cross-validation, the real-data adapter) reads the same split.
+Every paper reproduced here reports k-fold cross-validation (SAU-Net: Zhang et al., 2020, section 4.2, "5 fixed
+folds"; SAFNet: Yilizati-Yilihamu et al., 2023, BMC, section "Dataset", five-fold), so the folds are written into
+the datalist once, from a seed, and every tool (bundles, cross-validation, the real-data adapter) reads the same
+split.
 
 Layout written by :func:`write_datalist`::
 
@@ -128,15 +129,16 @@ def write_datalist(items: list[dict], out_path: str | os.PathLike, folds: int, s
                or not 0 <= item["fold"] < folds]
         if bad:
             raise ValueError(f"given folds {bad} are not integers in 0..{folds - 1}.")
-        assignment = {cid: int(item["fold"]) for cid, item in zip(ids, items, strict=True)}
+        fold_of = [int(item["fold"]) for item in items]
     elif any(given):
         raise ValueError("either every item or no item may carry a 'fold'.")
     else:
         assignment = make_folds(ids, folds, seed)
+        fold_of = [assignment[cid] for cid in ids]
     training = []
-    for cid, item in zip(ids, items, strict=True):
+    for item, fold in zip(items, fold_of, strict=True):
         entry = {key: _to_relative(value, key, base) for key, value in item.items() if key != "fold"}
-        entry["fold"] = assignment[cid]
+        entry["fold"] = fold
         training.append(entry)
     name = extra.pop("name", base.resolve().name)
     data = {"name": name, "folds": int(folds), "seed": int(seed), "numTraining": len(training), **extra,

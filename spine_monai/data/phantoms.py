@@ -13,13 +13,15 @@ How a case is made (:func:`generate_phantom`):
   vertebra is a kyphotic wedge (anterior height loss), so the spine above it tilts, as it does.
   Scoliosis is a lateral (x) drift of the chain with a coronal tilt of each vertebra.
 * Each vertebra = body (rounded wedge with concave end-plates, 1 mm cortical rim, textured marrow, basivertebral
-  vein) + pedicles, articular pillars with facet gaps, laminae, spinous and transverse processes, all labelled
-  with the vertebra's label (MRSpineSeg labels the whole vertebra). Discs: bright nucleus, dark annulus, bulging
-  rim. Sacrum (label 1): five kyphotic segments with alae, foramina, posterior wall and crest.
-* Soft tissue in spine-aligned coordinates (arc length S and signed AP offset T to a smoothed centre line):
-  thecal sac with CSF, cord ending at the conus (L1 +- half a level), cauda equina below, epidural fat,
-  ligamenta flava, exiting roots in fat-filled foramina, paraspinal and psoas muscle with striated texture,
-  subcutaneous fat, skin, aorta/IVC flow voids, bowel loops, liver, lung bases.
+  vein) + pedicles, superior and inferior articular processes (facet joint gap between levels), laminae, spinous
+  and transverse processes, all with the vertebra's label (MRSpineSeg labels the whole vertebra). Discs: bright
+  nucleus (optional intranuclear cleft), dark annulus, bulging rim filling the end-plate concavities. Sacrum
+  (label 1): five kyphotic segments with thin rudimentary discs, alae with foramina, posterior wall and crest.
+* Soft tissue in spine-aligned coordinates (arc length S and posterior normal offset T to the centre line) near
+  the spine: thecal sac with CSF ending at S2, cord ending at the conus (L1/L2 -20..+12 mm), cauda equina
+  below, epidural fat, ligamenta flava, exiting roots in fat-filled foramina, paraspinal (striated, fatty
+  streaks) and psoas muscle, aorta/iliacs and IVC. The body outline (skin, subcutaneous fat, abdominal wall,
+  bowel loops, liver under a diaphragm dome, lung bases) uses the horizontal distance to the centre line.
 * Geometry is rendered on ``SUBSLICES`` = 5 sub-slices per thick sagittal slice; the image is the MEAN of the
   sub-slices (real partial-volume averaging) and the label is the MAJORITY VOTE of the sub-slices (ties go to the
   sub-slice nearest the slice centre), i.e. the structure that fills most of the slice thickness. An odd count
@@ -303,7 +305,8 @@ def _build_chain(rng: np.random.Generator, pathology: list[dict[str, Any]]) -> d
         cav = rng.uniform(0.8, 1.8) + (1.5 if frac is not None else 0.0)
         lower = _El("vertebra", name, lab, c, em, h, va, ap / 2 * 1.02, ap / 2 * 0.98, lr / 2, s + h / 2,
                     p={"cap": cap, "clr": clr, "sp_len": spl * size * rng.uniform(0.9, 1.1),
-                       "sp_incl": math.radians(spi + rng.uniform(-5, 5)), "sp_h": sph * size * 0.85, "hu": max(3.2, 0.1 * lr),
+                       "sp_incl": math.radians(spi + rng.uniform(-5, 5)), "sp_h": sph * size * 0.85,
+                       "hu": max(3.2, 0.1 * lr),
                        "disc_below": dh, "lumbar": name.startswith("L"), "fracture": frac,
                        "marrow": rng.uniform(0.92, 1.08), "waist": rng.uniform(0.03, 0.08), "cav": cav})
         els[-1].p["cav_up"] = 0.8 * cav
@@ -372,17 +375,8 @@ def _profiles(els: list[_El], soft: dict[str, Any]) -> tuple[np.ndarray, dict[st
     return s_grid, {k: v.astype(_F) for k, v in out.items()}
 
 
-def _spine_coords(pts: list[tuple[float, np.ndarray, np.ndarray]], ys: np.ndarray, zs: np.ndarray,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Spine-aligned coordinates of the in-plane pixels.
-
-    Returns:
-        ``(S, T, H, s_z, cos_z)``: arc length ``S`` and posterior normal offset ``T`` (Y, Z) w.r.t. the centre line
-        smoothed with sigma 8 mm (exact near the spine; used up to the spinous tips); horizontal posterior distance
-        ``H`` (Y, Z) to the centre line at the same height, the arc length ``s_z`` (Z,) there and the cosine of the
-        axis tilt ``cos_z`` (Z,). ``H`` has no fan-shaped discontinuities behind a strong lordosis, so the body
-        outline uses it.
-    """
+def _centre_line(pts: list[tuple[float, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The chain's centre line, extended 200 mm at both ends, sampled every 1 mm in s and smoothed (sigma 8 mm)."""
     s_p = np.array([q[0] for q in pts])
     P = np.array([q[1] for q in pts])
     ext = 200.0
@@ -393,19 +387,40 @@ def _spine_coords(pts: list[tuple[float, np.ndarray, np.ndarray]], ys: np.ndarra
     zd = ndimage.gaussian_filter1d(np.interp(s_d, s_p, P[:, 1]), 8, mode="nearest")
     ty, tz = np.gradient(yd), np.gradient(zd)
     nrm = np.hypot(ty, tz)
-    ty, tz = ty / nrm, tz / nrm
-    Yg, Zg = np.meshgrid(ys.astype(float), zs.astype(float), indexing="ij")
-    _, idx = cKDTree(np.c_[yd, zd]).query(np.c_[Yg.ravel(), Zg.ravel()])
-    idx = idx.reshape(Yg.shape)
-    S = s_d[idx]
-    T = (Yg - yd[idx]) * -tz[idx] + (Zg - zd[idx]) * ty[idx]
-    zsm = np.maximum.accumulate(zd)  # z increases along the chain (axes tilt < 90 deg); guard ties
-    sp = float(zs[1] - zs[0])
-    y_z = ndimage.gaussian_filter1d(np.interp(zs, zsm, yd), 15.0 / sp, mode="nearest")
-    s_z = np.interp(zs, zsm, s_d)
-    cos_z = np.clip(ndimage.gaussian_filter1d(np.interp(zs, zsm, tz), 15.0 / sp, mode="nearest"), 0.35, 1.0)
-    H = y_z[None, :] - Yg
-    return S.astype(_F), T.astype(_F), H.astype(_F), s_z, cos_z
+    return {"s": s_d, "y": yd, "z": zd, "ty": ty / nrm, "tz": tz / nrm}
+
+
+def _rows(line: dict[str, np.ndarray], zs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image row (uniform ``zs``): centre-line y, arc length s and cosine of the axis tilt (smoothed 15 mm).
+
+    z increases along the chain (no axis tilts by 90 deg), so the centre line is a function of z.
+    """
+    zsm = np.maximum.accumulate(line["z"])
+    sig = 15.0 / float(zs[1] - zs[0])
+    y_z = ndimage.gaussian_filter1d(np.interp(zs, zsm, line["y"]), sig, mode="nearest")
+    cos_z = np.clip(ndimage.gaussian_filter1d(np.interp(zs, zsm, line["tz"]), sig, mode="nearest"), 0.35, 1.0)
+    return y_z, np.interp(zs, zsm, line["s"]), cos_z
+
+
+def _spine_coords(line: dict[str, np.ndarray], ys: np.ndarray, zs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arc length S and posterior normal offset T (mm) of every in-plane pixel, (Y, Z), w.r.t. the centre line.
+
+    Exact near the spine (used up to the spinous tips); behind a strong lordosis the nearest-point map fans out, so
+    the body outline uses the horizontal distance of :func:`_rows` instead.
+    """
+    # nearest centre-line point on a 2x coarser grid (both maps are smooth at that scale), then bilinear
+    yc, zc = np.r_[ys[::2], ys[-1]], np.r_[zs[::2], zs[-1]]
+    Yc, Zc = np.meshgrid(yc, zc, indexing="ij")
+    _, idx = cKDTree(np.c_[line["y"], line["z"]]).query(np.c_[Yc.ravel(), Zc.ravel()])
+    idx = idx.reshape(Yc.shape)
+    Sc = line["s"][idx]
+    Tc = (Yc - line["y"][idx]) * -line["tz"][idx] + (Zc - line["z"][idx]) * line["ty"][idx]
+    gy = np.minimum(np.arange(len(ys)) / 2.0, len(yc) - 1.0)
+    gz = np.minimum(np.arange(len(zs)) / 2.0, len(zc) - 1.0)
+    gy[-1], gz[-1] = len(yc) - 1.0, len(zc) - 1.0
+    coords = np.meshgrid(gy, gz, indexing="ij")
+    S, T = (ndimage.map_coordinates(a, coords, order=1).astype(_F) for a in (Sc, Tc))
+    return S, T
 
 
 def _bowel(f: np.ndarray, g: np.ndarray, tis: dict[str, float]) -> np.ndarray:
@@ -452,14 +467,12 @@ def _paint_background(cv: _Canvas, S: np.ndarray, T: np.ndarray, H: np.ndarray, 
         fat = tis["fat"] * (1 + 0.05 * ff)
         muscle = (tis["muscle"] * (1 + 0.12 * fields["muscle"][i])
                   + (tis["fat"] - tis["muscle"]) * 0.7 * np.clip((fields["streak"][i] - 1.2) / 0.8, 0, 1))
-        img[:, inside] = (tis["fat_deep"] * (1 + 0.06 * ff))[inside]
-        img[:, bowel] = _bowel(fields["bowel"][i], fields["bowel2"][i], tis)[bowel]
-        img[:, liver] = (tis["liver"] * (1 + 0.04 * ff))[liver]
-        img[:, thorax] = (tis["lung"] * (1 + 0.5 * ff))[thorax]
-        img[:, afat] = fat[afat]
-        img[:, rect] = muscle[rect]
-        img[:, subq] = fat[subq]
-        img[:, skin] = tis["skin"]
+        base = np.where(inside, tis["fat_deep"] * (1 + 0.06 * ff), 0)
+        base = np.where(bowel, _bowel(fields["bowel"][i], fields["bowel2"][i], tis), base)
+        base = np.where(liver, tis["liver"] * (1 + 0.04 * ff), base)
+        base = np.where(thorax, tis["lung"] * (1 + 0.5 * ff), base)
+        base = np.where(afat | subq, fat, np.where(rect, muscle, base))
+        img[:] = np.where(skin, tis["skin"], base)  # the same for the K sub-slices
         flat, X = img.reshape(K, -1), cv.xs[i * K:(i + 1) * K][:, None]
         mus, fatf = muscle.ravel(), fat.ravel()
         # anterior / lateral: psoas, aorta + iliacs, IVC, lung bases
@@ -599,7 +612,8 @@ def _sacrum_parts(cv: _Canvas, el: _El, tis: dict[str, float]) -> list[_Part]:
         for sg in (-1, 1):
             u0, u1 = clr / 2 - 0.5, p["ala"]
             uc, t0, t1 = sg * (u0 + u1) / 2, -0.6 * el.a_ant, t_lam + 6
-            g = cv.local(el, (-h / 2 - 4, h / 2 + 4), (t0 - 1, t1 + 1), (uc - (u1 - u0) / 2 - 1, uc + (u1 - u0) / 2 + 1))
+            hw = (u1 - u0) / 2
+            g = cv.local(el, (-h / 2 - 4, h / 2 + 4), (t0 - 1, t1 + 1), (uc - hw - 1, uc + hw + 1))
             if g is not None:
                 sl, s, t, u = g
                 sdf = _round_box([s, t - (t0 + t1) / 2, u - uc], [h / 2 - 0.2, (t1 - t0) / 2, (u1 - u0) / 2], 3.0)
@@ -648,11 +662,12 @@ def _paint_root(cv: _Canvas, el: _El, tis: dict[str, float]) -> None:
     for sg in (-1, 1):
         u0, u1 = clr / 2 + 0.5, clr / 2 + 2 * hu + 6
         uc = sg * (u0 + u1) / 2
-        g = cv.local(el, (s_r - r - 4, s_r + r + 4), (t_r - r - 4, t_r + r + 4), (uc - (u1 - u0) / 2, uc + (u1 - u0) / 2))
+        hw = (u1 - u0) / 2
+        g = cv.local(el, (s_r - r - 4, s_r + r + 4), (t_r - r - 4, t_r + r + 4), (uc - hw, uc + hw))
         if g is None:
             continue
         sl, s, t, u = g
-        d = np.sqrt((s - s_r) ** 2 + (t - t_r) ** 2) + 0 * u
+        d = np.sqrt((s - s_r) ** 2 + (t - t_r) ** 2)
         inside_u = np.abs(u - uc) < (u1 - u0) / 2
         cv.paint(sl, (d < r + 2.5) & inside_u, tis["epifat"])
         cv.paint(sl, (d < r) & inside_u, tis["root"])
@@ -682,14 +697,14 @@ def _paint_structures(cv: _Canvas, els: list[_El], tis: dict[str, float]) -> Non
 
 
 def _vote(lab: np.ndarray) -> np.ndarray:
-    """Majority label over axis 1 (sub-slices); ties go to the sub-slice nearest the centre. (X, K, Y, Z) -> (X, Y, Z)."""
+    """Majority label over the sub-slices, ties to the sub-slice nearest the centre: (X, K, Y, Z) -> (X, Y, Z)."""
     k = lab.shape[1]
     order = sorted(range(k), key=lambda j: (abs(j - (k - 1) / 2), j))
     best = lab[:, order[0]].copy()
-    count = (lab == best[:, None]).sum(1)
+    count = (lab == best[:, None]).sum(1, dtype=np.uint8)
     for j in order[1:]:
         cand = lab[:, j]
-        c = (lab == cand[:, None]).sum(1)
+        c = (lab == cand[:, None]).sum(1, dtype=np.uint8)
         better = c > count
         best[better], count[better] = cand[better], c[better]
     return best
@@ -746,16 +761,18 @@ def generate_phantom(rng: np.random.Generator, shape_scale: float = 1.0,
     cel = by[cap_name]
     z_top = min(float((cel.c + rng.uniform(-0.3, 0.35) * cel.h * cel.e)[1]), z_req + fov)
     z_bot = z_top - fov
-    skin_el = np.interp([el.s for el in els], prof_s, prof["skin"])
-    y_back = min(el.c[0] - sk * el.e[1] for el, sk in zip(els, skin_el, strict=True) if z_bot <= el.c[1] <= z_top)
-    ys = y_back - rng.uniform(8.0, 30.0) + (np.arange(n) + 0.5) * sp
     zs = z_bot + (np.arange(n) + 0.5) * sp
+    line = _centre_line(chain["pts"])
+    y_z, s_z, cos_z = _rows(line, zs)
+    # profiles per row as horizontal distances (normal distance / cos(tilt)); the back skin sets the posterior edge
+    mz = {k: (np.interp(s_z, prof_s, prof[k]) / cos_z)[None, :].astype(_F) for k in ("skin", "front", "tip", "a_ant")}
+    ys = float(np.min(y_z - mz["skin"][0])) - rng.uniform(8.0, 30.0) + (np.arange(n) + 0.5) * sp
+    H = (y_z[None, :] - ys[:, None]).astype(_F)
     K = SUBSLICES
     x_thick = (np.arange(nx) - (nx - 1) / 2) * th
     xs = (x_thick[:, None] + ((np.arange(K) + 0.5) / K - 0.5) * th).ravel()
-    S, T, H, s_z, cos_z = _spine_coords(chain["pts"], ys, zs)
+    S, T = _spine_coords(line, ys, zs)
     m = {k: np.interp(S, prof_s, v).astype(_F) for k, v in prof.items()}
-    mz = {k: (np.interp(s_z, prof_s, prof[k]) / cos_z)[None, :].astype(_F) for k in ("skin", "front", "tip", "a_ant")}
     lv = {"liver": by["L1"].s + soft["liver"], "diaph": by["T11"].s + soft["diaph"],
           "diaph_post": by["T12"].s + soft["diaph_post"], "conus": by["L1/L2"].s + soft["conus"],
           "sac_end": by["S2"].s + soft["sac_end"], "hiatus": by["S4"].s, "psoas_top": by["T12"].s,
@@ -916,18 +933,18 @@ def _as_ras(image: Any, label: Any, affine: Any) -> tuple[np.ndarray, np.ndarray
 def _draw_sagittal(ax: Any, img: np.ndarray, lab: np.ndarray | None, zooms: np.ndarray, ix: int,
                    overlay: bool = True, title: str | None = None) -> None:
     """Sagittal slice ``ix`` of a RAS volume: superior up, anterior left, physical aspect ratio."""
+    from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
-    from matplotlib.pyplot import get_cmap
 
     sl = img[ix].T[::-1, ::-1]  # rows: superior first; columns: anterior first
     lo, hi = np.percentile(sl, [0.5, 99.5])
     ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, aspect=zooms[2] / zooms[1], interpolation="nearest")
     if overlay and lab is not None:
         lb = lab[ix].T[::-1, ::-1].astype(int)
-        tab = get_cmap("tab20")(np.arange(20))
+        tab = colormaps["tab20"](np.arange(20))
         colours = ListedColormap(np.concatenate([tab[0::2], tab[1::2]]))  # vertebrae strong, discs pale
-        ax.imshow(np.ma.masked_equal(np.where(lb > 0, (lb - 1) % 20 + 1, 0), 0), cmap=colours, vmin=0.5, vmax=20.5, alpha=0.5,
-                  aspect=zooms[2] / zooms[1], interpolation="nearest")
+        ax.imshow(np.ma.masked_equal(np.where(lb > 0, (lb - 1) % 20 + 1, 0), 0), cmap=colours, vmin=0.5, vmax=20.5,
+                  alpha=0.5, aspect=zooms[2] / zooms[1], interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel("anterior  <->  posterior")
