@@ -23,9 +23,10 @@ BUNDLE = "saunet_spine_mri_segmentation"
 
 #: CPU-sized overrides of the bundle's train.json used by the demo (the paper's recipe otherwise: BCE, Adam).
 DEMO_OVERRIDES: dict[str, Any] = {
-    "epochs": 12,
-    "val_interval": 3,
+    "epochs": 15,
+    "val_interval": 5,
     "learning_rate": 0.001,
+    "features": [8, 16, 32, 64, 128],
     "patch_size": [-1, 128, 128],
     "num_samples": 2,
     "pixdim": [4.0, 1.5, 1.5],
@@ -41,7 +42,7 @@ def _device(device: str) -> str:
     return device
 
 
-def run_demo(out: str | os.PathLike = "demo_out", n: int = 20, n_test: int = 4, seed: int = 0,
+def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, seed: int = 0,
              device: str = "auto", shape_scale: float = 1.0, num_workers: int = 2, overwrite: bool = False,
              **overrides: Any) -> str:
     """Run the demo end to end and return the output folder.
