@@ -24,6 +24,9 @@ def atomic_path(target: str | os.PathLike) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}.", suffix=f".partial{suffix}",
                                dir=str(target.parent))
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the final file gets the usual permissions
     return tmp
 
 

@@ -1,0 +1,350 @@
+"""``python -m spine_monai segment BUNDLE -i scan -o seg.nii.gz``: segment one scan with a bundle's trained weights.
+
+Not tied to a paper: the command runs a bundle's own ``configs/inference.json`` (through
+:func:`spine_monai.bundle.runner.infer_bundle`, i.e. exactly what ``python -m monai.bundle run`` runs) on one scan,
+for example the SAU-Net bundle (Zhang, Yuan, Wang, Zhang, "SAU-Net: Efficient 3D Spine MRI Segmentation Using
+Inter-Slice Attention", MIDL 2020, PMLR 121:903-913), and adds what a user needs around it:
+
+- inputs: a NIfTI file, ``.mha`` / ``.mhd`` / ``.nrrd`` (ITK), or a folder holding one DICOM series (ITK/GDCM; a
+  folder with several series gives the first one, as MONAI's ``ITKReader`` does);
+- checks before the network runs, each failing with ONE line that names the file and the problem (``ValueError``
+  or ``FileNotFoundError``; the CLI prints ``error: ...`` and exits with status 2): missing or unreadable input, a
+  2D image or a single slice, a 4D image, an empty, constant or NaN/Inf image, unknown bundle, missing weights,
+  weights that do not fit the network, an unwritable output folder, an existing output (unless ``overwrite``);
+- the label map (uint8) in the input's own geometry (``Invertd`` in the bundle's post-processing; a DICOM series
+  gives a NIfTI with the series' geometry), written atomically: every output is first produced in a temporary
+  folder beside the target and renamed into place at the end, so a failure leaves no partial or stale file;
+- optionally a PNG overlay of the middle sagittal slice and a JSON with the volume of each label in ml (voxel count
+  x voxel volume from the label's affine), label names from ``outputs.pred.channel_def`` of the bundle metadata.
+
+Choices: the input is read once here (MONAI ``LoadImage``, the reader the bundle uses) to check it before the
+bundle runs, so a bad scan gives one line instead of an exception chain from inside the ignite engine; the cost is
+reading the scan twice. ``device="auto"`` picks CUDA when present; AMP follows the device unless overridden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spine_monai.bundle.runner import infer_bundle, resolve_bundle
+from spine_monai.transforms.validate import InputError, check_volume_array
+
+__all__ = ["segment", "read_scan", "label_names", "label_volumes", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+INPUT_KINDS = "a NIfTI, .mha, .mhd or .nrrd file, or a folder with one DICOM series"
+
+
+def _reason(err: BaseException, limit: int = 160) -> str:
+    """One short line describing ``err``."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_input_path(input_path: str | os.PathLike) -> Path:
+    """The input path, refused early when missing, empty, or a folder that is not a DICOM series."""
+    path = Path(input_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: input not found (expected {INPUT_KINDS}).")
+    if path.is_dir():
+        files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
+        if not files:
+            raise ValueError(f"{path}: empty folder (expected {INPUT_KINDS}).")
+        images = [f.name for f in files if f.name.lower().endswith(VOLUME_SUFFIXES)]
+        if images:
+            raise ValueError(
+                f"{path}: a folder of image files ({images[0]}, ...), not a DICOM series; give one file as input."
+            )
+    elif path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes).")
+    return path.resolve()
+
+
+@contextlib.contextmanager
+def _native_stderr(lines: list[str]) -> Iterator[None]:
+    """Collect what C/C++ readers (ITK, GDCM, MetaIO) write to file descriptor 2 into ``lines``.
+
+    Those messages would otherwise precede the one-line error of the command. Python-level writes to ``sys.stderr``
+    during the block are captured too (and returned in ``lines``).
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. an embedding application)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            lines.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+
+
+def read_scan(input_path: str | os.PathLike) -> Any:
+    """Read and check a scan the way the bundles do (MONAI ``LoadImage``, channel first).
+
+    Args:
+        input_path: a NIfTI / .mha / .mhd / .nrrd file or a DICOM series folder.
+
+    Returns:
+        ``MetaTensor`` ``(1, X, Y, Z)`` with its RAS ``affine``.
+
+    Raises:
+        FileNotFoundError: if the input does not exist.
+        ValueError: (``InputError`` for bad content) if it cannot be read, is 2D, a single slice, 4D, empty,
+            constant, or holds NaN/Inf.
+    """
+    from monai.transforms import LoadImage
+
+    path = _check_input_path(input_path)
+    loader = LoadImage(image_only=True, ensure_channel_first=True)  # reader set-up logs outside the capture
+    native: list[str] = []
+    try:
+        with _native_stderr(native):
+            img = loader(str(path))
+    except Exception as err:  # noqa: BLE001 - every reader failure means "cannot read this file"
+        # ITK's own message often is only a source location; its stderr lines say what was wrong
+        detail = f"{_reason(err)} {native[0][:120]}" if native else _reason(err)
+        raise ValueError(f"{path}: cannot be read as an image (expected {INPUT_KINDS}; {detail}).") from None
+    for line in native:
+        logger.warning("%s: reader says: %s", path, line)
+    spatial = tuple(int(s) for s in img.shape[1:])
+    if len(spatial) == 3 and min(spatial) == 1 and max(spatial) > 1:
+        raise InputError(f"{path}: a single 2D slice of shape {spatial}, not a volume; segment needs a 3D scan.")
+    check_volume_array(img, str(path))
+    return img
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; other names are checked.
+
+    Raises:
+        ValueError: for an unknown device name or CUDA requested where it is not available.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device={device!r}: not a device name (use auto, cpu, cuda or cuda:N).") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: CUDA is not available on this machine; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present.")
+    elif dev.type != "cpu":
+        raise ValueError(f"device={device!r}: only cpu and cuda are supported.")
+    return dev
+
+
+def _check_output(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, overwrite: bool) -> Path:
+    """An output path whose folder (or nearest existing ancestor) is writable and that does not exist yet."""
+    out = Path(path).expanduser().absolute()
+    if not out.name.lower().endswith(suffixes):
+        raise ValueError(f"{out}: the {what} file name must end with {' or '.join(suffixes)}.")
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give a file name for the {what}.")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: already exists; pass --overwrite to replace it.")
+    anc = out.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ValueError(f"{out}: output folder {anc} is a file, not a folder.")
+    try:  # a real write probe: os.access is always true for root and ignores read-only mounts
+        with tempfile.NamedTemporaryFile(prefix=".spine_monai-probe-", dir=str(anc)):
+            pass
+    except OSError as err:
+        raise ValueError(f"{out}: output folder {anc} is not writable ({err.strerror or err}).") from None
+    return out
+
+
+def _resolve_weights(root: Path, weights: str | os.PathLike | None) -> Path:
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: weights file not found.")
+        return path.resolve()
+    path = root / "models" / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: bundle {root.name} has no trained weights; train it (python -m monai.bundle run --config_file "
+            f"{root / 'configs' / 'train.json'} --bundle_root {root} --dataset_dir DATA writes models/model.pt), "
+            "copy a trained model.pt there, or pass --weights FILE."
+        )
+    return path
+
+
+def label_names(root: Path) -> dict[int, str]:
+    """``{value: name}`` from ``network_data_format.outputs.pred.channel_def`` of the bundle metadata."""
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    chan = meta.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
+    names = {}
+    for key, name in chan.items():
+        try:
+            names[int(key)] = str(name)
+        except ValueError:
+            continue
+    return names
+
+
+def label_volumes(label: np.ndarray, affine: np.ndarray, names: dict[int, str] | None = None) -> dict[str, Any]:
+    """Voxel count and volume (ml) of every non-zero label.
+
+    Args:
+        label: integer label map ``(X, Y, Z)``.
+        affine: its 4x4 voxel-to-world matrix in mm.
+        names: ``{value: name}``; values missing here are named ``label_<value>``; named labels absent from the
+            map are reported with 0 voxels.
+
+    Returns:
+        ``{"voxel_volume_ml", "volumes_ml": {name: ml}, "voxels": {name: count}, "values": {name: value}}``.
+    """
+    names = dict(names or {})
+    voxel_ml = float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
+    values, counts = np.unique(np.asarray(label), return_counts=True)
+    found = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+    keys = sorted({v for v in names if v != 0} | {v for v in found if v != 0})
+    out: dict[str, Any] = {"voxel_volume_ml": voxel_ml, "volumes_ml": {}, "voxels": {}, "values": {}}
+    for value in keys:
+        name = names.get(value, f"label_{value}")
+        out["voxels"][name] = found.get(value, 0)
+        out["volumes_ml"][name] = found.get(value, 0) * voxel_ml
+        out["values"][name] = value
+    return out
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Give ``tmp`` the usual file mode and rename it onto ``final`` (atomic; via a copy beside ``final`` when the
+    two are on different file systems)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, final)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        near = final.with_name(f".{final.name}.partial")
+        try:
+            shutil.copyfile(tmp, near)
+            os.replace(near, final)
+        finally:
+            if near.exists():
+                near.unlink()
+
+
+def segment(bundle: str, input_path: str, output_path: str, weights: str | None = None, device: str = "auto",
+            overlay: str | None = None, volumes_json: str | None = None, overwrite: bool = False,
+            progress: bool = True, **overrides: Any) -> str:
+    """Segment one scan with a bundle's inference config and trained weights.
+
+    Args:
+        bundle: bundle folder or name (e.g. ``saunet_spine_mri_segmentation``).
+        input_path: a NIfTI / .mha / .mhd / .nrrd file or a folder with one DICOM series; a 3D volume.
+        output_path: the label map to write (``.nii.gz`` or ``.nii``), in the input's geometry, uint8.
+        weights: weights file; default ``<bundle>/models/model.pt``.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        overlay: optional PNG of the middle sagittal slice with the label overlaid.
+        volumes_json: optional JSON with the volume (ml) and voxel count of each label.
+        overwrite: replace existing output files (otherwise they are refused).
+        progress: show a progress bar.
+        overrides: config overrides of ``inference.json``, e.g. ``features=[4, 8, 16]`` (the network settings
+            must be those the weights were trained with).
+
+    Returns:
+        The written label path.
+
+    Raises:
+        FileNotFoundError: missing input, bundle or weights.
+        ValueError: unreadable or unsuitable input, weights that do not fit, unwritable or existing outputs, bad
+            device; each a one-line message naming the file.
+    """
+    from spine_monai.export import load_network
+
+    root = resolve_bundle(bundle)
+    src = _check_input_path(input_path)
+    outputs = {"label": _check_output(output_path, (".nii.gz", ".nii"), "label map", overwrite)}
+    if overlay is not None:
+        outputs["overlay"] = _check_output(overlay, (".png",), "overlay", overwrite)
+    if volumes_json is not None:
+        outputs["volumes"] = _check_output(volumes_json, (".json",), "volumes", overwrite)
+    finals = [p.resolve() if p.exists() else p for p in outputs.values()]
+    if len(set(finals)) != len(finals) or src in finals:
+        raise ValueError(f"{outputs['label']}: the input and the output files must all be different paths.")
+    ckpt = _resolve_weights(root, weights)
+    dev = resolve_device(device)
+    image = read_scan(src)
+    load_network(root, ckpt, **overrides)  # one-line error for unreadable or non-matching weights (CPU)
+
+    override: dict[str, Any] = {"device": f"$torch.device('{dev}')", "dataset#data": [{"image": str(src)}]}
+    if dev.type != "cuda":
+        override["amp"] = False
+    override.update(overrides)
+    out = outputs["label"]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name.split('.')[0]}.segment-", dir=str(out.parent)))
+    except OSError as err:
+        raise ValueError(f"{out}: cannot write to the output folder {out.parent} ({err.strerror}).") from None
+    try:
+        written = infer_bundle(root, src, work / "pred", ckpt=ckpt, progress=progress, **override)
+        segs = [p for p in written if p.name.endswith((".nii.gz", ".nii"))]
+        if len(segs) != 1:
+            raise RuntimeError(f"{root}: inference.json wrote {[p.name for p in written]}, expected one label map.")
+        seg = segs[0]
+        import nibabel as nib
+
+        seg_img = nib.load(str(seg))
+        label = np.asarray(seg_img.dataobj)
+        if out.name.lower().endswith(".nii") and not seg.name.endswith(".nii"):
+            seg = work / "label.nii"
+            nib.save(seg_img, str(seg))
+        staged = {"label": seg}
+        if "volumes" in outputs:
+            report = {"input": str(src), "segmentation": str(out), "bundle": root.name, "weights": str(ckpt),
+                      "shape": list(label.shape), **label_volumes(label, seg_img.affine, label_names(root))}
+            staged["volumes"] = work / "volumes.json"
+            staged["volumes"].write_text(json.dumps(report, indent=2) + "\n")
+        if "overlay" in outputs:
+            staged["overlay"] = _render(image, label, seg_img.affine, work / "overlay.png", f"{src.name}: {root.name}")
+        for key, path in staged.items():
+            _publish(path, outputs[key])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("wrote %s", out)
+    return str(out)
+
+
+def _render(image: Any, label: np.ndarray, affine: np.ndarray, out_png: Path, title: str) -> Path:
+    """Overlay PNG of the middle sagittal slice (``spine_monai.data.phantoms.render_overlay``)."""
+    from spine_monai.data.phantoms import render_overlay
+
+    img = np.asarray(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image)[0]
+    if img.shape != label.shape:
+        raise RuntimeError(f"label shape {label.shape} differs from the image shape {img.shape}.")
+    return Path(render_overlay(img, label, np.asarray(affine), out_png, title=title, slice_index="middle"))
