@@ -14,7 +14,7 @@ IMAGE_PATTERNS = ("*.nii.gz", "*.nii", "*.mha", "*.mhd", "*.nrrd")
 def list_images(dataset_dir: str | os.PathLike, subdirs: tuple[str, ...] = ("imagesTs", "imagesTr")) -> list[dict]:
     """Data list ``[{"image": path}, ...]`` for an inference run.
 
-    ``dataset_dir`` may be one image file, a folder with ``imagesTs/`` (or else ``imagesTr/``) as written by
+    ``dataset_dir`` may be one image file, a DICOM series folder, a folder with ``imagesTs/`` (or else ``imagesTr/``) as written by
     ``python -m spine_monai phantoms``, or a folder of images. Label files (``*_label*``, ``*_seg*``) are skipped.
 
     Raises:
@@ -33,6 +33,22 @@ def list_images(dataset_dir: str | os.PathLike, subdirs: tuple[str, ...] = ("ima
     for pattern in IMAGE_PATTERNS:
         files.extend(glob.glob(str(path / pattern)))
     files = sorted(f for f in set(files) if "_label" not in Path(f).name and "_seg" not in Path(f).name)
+    if not files and _is_dicom_folder(path):
+        return [{"image": str(path)}]  # a DICOM series folder is one image (read by ITK/GDCM)
     if not files:
         raise FileNotFoundError(f"{path}: no images found (looked for {', '.join(IMAGE_PATTERNS)}).")
     return [{"image": f} for f in files]
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    """True if the folder holds DICOM files (``.dcm`` or files with the ``DICM`` preamble marker)."""
+    for f in sorted(path.iterdir())[:20]:
+        if not f.is_file():
+            continue
+        if f.suffix.lower() == ".dcm":
+            return True
+        with f.open("rb") as fh:
+            head = fh.read(132)
+        if len(head) == 132 and head[128:132] == b"DICM":
+            return True
+    return False
