@@ -1,0 +1,305 @@
+"""Check a bundle folder and write it as a model-zoo style zip, ``<out_dir>/<name>_v<version>.zip``.
+
+Not tied to a paper: this implements the sharing conventions of the MONAI Model Zoo (Project-MONAI/model-zoo: one
+top-level folder ``<name>/`` per zip, file name ``<name>_v<version>.zip``) and the project's bundle guide
+(BUNDLES.md, "Layout" and "Sharing as a zip"). The reverse direction, installing a zip from someone else, is
+:mod:`spine_monai.bundle.zipcheck`.
+
+Checks run before anything is written (``run_checks=True``); each failure is a ``ValueError`` that names the check:
+
+- ``required-files``: the files of the BUNDLES.md layout (:data:`REQUIRED_FILES`) exist;
+- ``metadata``: ``configs/metadata.json`` validates against ``spine_monai/schemas/meta_schema.json`` (jsonschema, the
+  schema :func:`monai.bundle.verify_metadata` would be given with ``--filepath``) and its ``changelog`` holds its
+  ``version``;
+- ``configs``: every ``configs/*.json|yaml`` parses; ``train.json`` and ``inference.json`` resolve every ``@``/``%``
+  reference on their own, and every other config (an overlay) resolves them merged onto ``train.json`` or onto
+  ``inference.json``. Only references are resolved here: no ``$`` expression and no component is run;
+- ``net-in-out``: :func:`monai.bundle.verify_net_in_out` on ``network_def`` of ``inference.json`` (in process, on the
+  CPU, ``"*"`` dimensions set to ``any_size``): output channels and dtype match ``network_data_format``;
+- ``weights``: ``models/model.pt``, when present, loads with ``torch.load(weights_only=True)`` as a plain state dict
+  into ``network_def`` with ``strict=True``.
+
+Both ``net-in-out`` and ``weights`` instantiate the bundle's network, i.e. run its configs' Python: package only
+bundles you trust (:data:`spine_monai.bundle.zipcheck.SECURITY_WARNING`).
+
+What goes into the zip: every regular file of the bundle except hidden files, ``__pycache__``/``*.pyc``, run outputs
+(:data:`EXCLUDED_DIRS`: ``eval/``, ``runs/``, ``logs/``, ``mlruns/``) and, under ``models/``, anything but
+:data:`WEIGHT_FILES` (training leaves other checkpoints there). Members are deflated, carry no extra field, the fixed
+date 1980-01-01 and mode 0644/0755, and come in sorted order, so the same bundle gives a byte-identical zip.
+A symbolic link inside the bundle is refused (a zip member cannot safely be one). The zip is written to a temporary
+file next to the target and renamed into place, so an interrupted run never leaves a partial zip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REQUIRED_FILES", "WEIGHT_FILES", "EXCLUDED_DIRS", "check_bundle", "bundle_files", "package_bundle"]
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_FILES = (
+    "LICENSE",
+    "configs/metadata.json",
+    "configs/train.json",
+    "configs/evaluate.json",
+    "configs/inference.json",
+    "configs/multi_gpu_train.json",
+    "configs/logging.conf",
+    "docs/README.md",
+    "docs/data_license.txt",
+)
+WEIGHT_FILES = ("model.pt", "model.ts", "model.onnx")
+EXCLUDED_DIRS = frozenset({"eval", "runs", "logs", "mlruns", "__pycache__"})
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "meta_schema.json"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+\-]*$")
+
+
+def _fail(check: str, root: Path, why: str) -> ValueError:
+    return ValueError(f"bundle {root} failed check {check!r}: {why}")
+
+
+def _check_required(root: Path) -> None:
+    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    if missing:
+        raise _fail("required-files", root, f"missing {', '.join(missing)}")
+
+
+def _check_metadata(root: Path) -> dict[str, Any]:
+    import jsonschema
+
+    path = root / "configs" / "metadata.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise _fail("metadata", root, f"{path} is not valid UTF-8 JSON ({e})") from e
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    try:
+        jsonschema.validate(meta, schema)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<root>"
+        raise _fail("metadata", root, f"{path} does not match {SCHEMA.name} at {where}: {e.message}") from e
+    if meta["version"] not in meta["changelog"]:
+        raise _fail("metadata", root, f"changelog of {path} has no entry for version {meta['version']!r}")
+    return meta
+
+
+def _missing_refs(files: list[Path], root: Path) -> list[str]:
+    """Reference ids (``@x``, ``$@x``, ``%x``) that do not resolve in the merged ``files``; nothing is executed."""
+    from monai.bundle import ConfigParser
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    parser = ConfigParser()
+    try:
+        parser.read_config([str(f) for f in files])  # an overlay's "a#b" key needs "a" in the base
+        parser["bundle_root"] = str(root)
+        parser.parse(reset=True)  # resolves "%" macros and relative ids; raises KeyError for a missing macro target
+    except (KeyError, ValueError) as e:
+        return [str(e)]
+    refs = ReferenceResolver.find_refs_in_config(parser.get(""), id="")
+    return sorted(r for r in refs if r not in parser)
+
+
+def _check_configs(root: Path) -> None:
+    from monai.bundle import ConfigParser
+
+    configs = sorted(p for p in (root / "configs").iterdir() if p.suffix in _CONFIG_SUFFIXES and p.is_file())
+    for cfg in configs:
+        try:
+            content = ConfigParser.load_config_file(str(cfg))
+        except Exception as e:  # json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, ...
+            raise _fail("configs", root, f"{cfg} does not parse ({type(e).__name__}: {e})") from e
+        if not isinstance(content, dict):
+            raise _fail("configs", root, f"{cfg} holds a {type(content).__name__}, not an object")
+    bases = [root / "configs" / "train.json", root / "configs" / "inference.json"]
+    for base in bases:
+        missing = _missing_refs([base], root)
+        if missing:
+            raise _fail("configs", root, f"{base.name}: unresolved references {missing}")
+    for cfg in configs:
+        if cfg in bases or cfg.name == "metadata.json":
+            continue
+        tries = {base.name: _missing_refs([base, cfg], root) for base in bases}
+        if all(tries.values()):
+            detail = "; ".join(f"onto {b}: {m}" for b, m in tries.items())
+            raise _fail("configs", root, f"overlay {cfg.name} has unresolved references ({detail})")
+
+
+def _inference_parser(root: Path) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(root)
+    parser["device"] = "cpu"
+    return parser
+
+
+def _check_net_in_out(root: Path, any_size: int) -> None:
+    from monai.bundle import verify_net_in_out
+
+    try:
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(root / "configs" / "metadata.json"),
+            config_file=str(root / "configs" / "inference.json"),
+            device="cpu",
+            any=any_size,
+            bundle_root=str(root),
+        )
+    except Exception as e:  # ValueError on a mismatch, anything the network raises on the fake input
+        raise _fail("net-in-out", root, f"verify_net_in_out on inference.json failed ({type(e).__name__}: {e})") from e
+
+
+def _check_weights(root: Path) -> None:
+    import torch
+
+    path = root / "models" / "model.pt"
+    if not path.is_file():
+        return
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for anything but tensors and plain containers
+        raise _fail("weights", root, f"{path} does not load with torch.load(weights_only=True) ({e})") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _fail("weights", root, f"{path} is not a plain state dict of tensors")
+    net = _inference_parser(root).get_parsed_content("network_def")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # missing / unexpected keys, shape mismatch
+        detail = " ".join(str(e).strip().splitlines()[:4])
+        raise _fail("weights", root, f"{path} does not match network_def of inference.json: {detail}") from e
+
+
+def check_bundle(bundle: str | os.PathLike, any_size: int = 16) -> dict[str, Any]:
+    """Run every packaging check on a bundle folder (see the module docstring) and return its metadata.
+
+    Args:
+        bundle: bundle folder or name (resolved by :func:`spine_monai.bundle.runner.resolve_bundle`).
+        any_size: size of each ``"*"`` dimension of the fake input of the ``net-in-out`` check.
+
+    Returns:
+        The parsed ``configs/metadata.json``.
+
+    Raises:
+        ValueError: ``bundle ... failed check '<check>': <why>`` for the first failed check.
+        FileNotFoundError: if no bundle folder is found.
+    """
+    from spine_monai.bundle.runner import resolve_bundle
+
+    if not isinstance(any_size, int) or isinstance(any_size, bool) or any_size < 1:
+        raise ValueError(f"any_size must be a positive int, got {any_size!r}.")
+    root = resolve_bundle(bundle)
+    _check_required(root)
+    meta = _check_metadata(root)
+    _check_configs(root)
+    _check_net_in_out(root, any_size)
+    _check_weights(root)
+    return meta
+
+
+def bundle_files(root: Path, include_weights: bool = True) -> Iterator[Path]:
+    """The files of a bundle folder that belong in its zip, sorted, relative to ``root``.
+
+    Raises:
+        ValueError: for a symbolic link or a special file inside the bundle.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root)
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                raise _fail("files", root, f"{rel_dir / d} is a symbolic link")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in EXCLUDED_DIRS)
+        for name in sorted(filenames):
+            rel = rel_dir / name
+            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
+                continue
+            mode = os.lstat(here / name).st_mode
+            if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+                raise _fail("files", root, f"{rel} is a symbolic link or not a regular file")
+            if rel.parts[0] == "models" and (not include_weights or len(rel.parts) != 2 or name not in WEIGHT_FILES):
+                continue
+            yield rel
+
+
+def _write_zip(root: Path, files: list[Path], name: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for rel in files:
+                src = root / rel
+                info = zipfile.ZipInfo(f"{name}/{rel.as_posix()}", date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                perm = 0o755 if os.access(src, os.X_OK) else 0o644
+                info.external_attr = (stat.S_IFREG | perm) << 16
+                with src.open("rb") as data, zf.open(info, "w", force_zip64=src.stat().st_size > 2**31) as out:
+                    while chunk := data.read(1024**2):
+                        out.write(chunk)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_bundle(bundle: str, out_dir: str = "dist", run_checks: bool = True, include_weights: bool = True,
+                   any_size: int = 16) -> str:
+    """Check a bundle and write ``<out_dir>/<name>_v<version>.zip`` holding the folder ``<name>/``.
+
+    Args:
+        bundle: bundle folder or name (``bundles/<name>`` or ``<name>``).
+        out_dir: folder that receives the zip (created when missing); an existing zip of the same name is replaced.
+        run_checks: run :func:`check_bundle` first (only the metadata is read when ``False``).
+        include_weights: add ``models/model.pt``, ``model.ts`` and ``model.onnx`` when present.
+        any_size: see :func:`check_bundle`.
+
+    Returns:
+        Path of the written zip.
+
+    Raises:
+        ValueError: naming the failed check (see the module docstring), or a bundle folder name that is not a plain
+            name (the zip's top-level folder).
+        FileNotFoundError: if no bundle folder is found.
+    """
+    from spine_monai.bundle.runner import resolve_bundle
+    from spine_monai.bundle.zipcheck import _BUNDLE_NAME
+
+    root = resolve_bundle(bundle)
+    name = root.name
+    if not _BUNDLE_NAME.match(name):
+        raise ValueError(f"bundle folder name {name!r} is not a plain bundle name (letters, digits, '_', '.', '-').")
+    meta = check_bundle(root, any_size=any_size) if run_checks else _check_metadata_light(root)
+    if not _VERSION.match(meta["version"]):
+        raise _fail("metadata", root, f"version {meta['version']!r} cannot be part of a zip file name")
+    target = Path(out_dir) / f"{name}_v{meta['version']}.zip"
+    out = target.parent.resolve()
+    # an out_dir inside the bundle (e.g. <bundle>/dist) must not pack earlier zips into the new one
+    files = [f for f in bundle_files(root, include_weights) if not (root / f).resolve().is_relative_to(out)]
+    _write_zip(root, files, name, target)
+    logger.info("packaged %s v%s (%d files) into %s", name, meta["version"], len(files), target)
+    return str(target)
+
+
+def _check_metadata_light(root: Path) -> dict[str, Any]:
+    """Just the metadata fields the zip name needs (``run_checks=False``)."""
+    path = root / "configs" / "metadata.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise _fail("metadata", root, f"{path} is not valid UTF-8 JSON ({e})") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("version"), str) or not meta["version"]:
+        raise _fail("metadata", root, f"{path} has no 'version' string")
+    return meta
