@@ -5,7 +5,7 @@ Not tied to a paper: this implements the export conventions of the MONAI Model Z
 (Zhang, Yuan, Wang, Zhang, "SAU-Net: Efficient 3D Spine MRI Segmentation Using Inter-Slice Attention", MIDL 2020,
 PMLR 121:903-913), whose forward pass has Python control flow that needs care (below).
 
-Choices (also in docs/exports.md):
+Choices (also in the bundle README, section "Exports"):
 - TorchScript goes through MONAI's own ``monai.bundle.ckpt_export`` (``torch.jit.script``), so the file is the one
   MONAI Label and ``python -m monai.bundle ckpt_export`` produce, with metadata and config inside; scripting keeps
   SAU-Net's Python loops, so any number of slices and any in-plane size work, slice streaming included.
