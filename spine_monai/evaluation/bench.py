@@ -1,0 +1,497 @@
+"""Benchmark of a bundle's networks: parameters, FLOPs, latency, peak memory, training step time.
+
+``python -m spine_monai bench [BUNDLE ...] [--sizes 15x512x512,15x960x960] [--repeats 3] [--warmup 1]``
+
+Efficiency is part of SAU-Net's claim (Zhang et al., MIDL 2020, Section 4.3, Table 2: 2D U-Net 153 s / 3D U-Net
+534 s / SAU-Net 178 s; 35M / 83M / 38M), at the paper's sagittal volumes of 12-15 slices of 512 x 512 to
+960 x 960 (Section 4.1). The networks are built from the bundle's own ``inference.json`` with each method's overlays
+(the rows of :data:`spine_monai.evaluation.compare.COMPARISONS`), so the benchmark measures what the bundle runs.
+
+Measured per network and input size, each in a fresh subprocess so that peak memories do not mix:
+
+- FLOPs of one inference with ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (no compute; a
+  multiply-add counts 2). For a sliding-window inferer: the sum over the windows it actually runs (counted with a
+  stand-in network); the window blending is not counted.
+- Latency: median of ``repeats`` timed runs after ``warmup`` runs, under ``torch.inference_mode``; on CUDA with
+  bf16 autocast and synchronisation. ``time_budget_s`` caps the runs of one measurement: when the first run alone
+  exceeds it, that run is the only sample (``runs`` = 0 and ``first_run_used`` in the JSON).
+- Peak memory: the child's ``ru_maxrss`` after the inference runs (whole process, Python and libraries included;
+  ``rss_before_mb`` is the resident size just before the first run); on CUDA ``torch.cuda.max_memory_allocated``.
+- Training: one optimizer step (forward, the bundle's loss, backward, the bundle's optimizer) on a batch of
+  ``batch_size * num_samples`` patches of the bundle's ``patch_size`` (a ``-1`` takes the slice count of the first
+  size), in its own subprocess.
+
+What is run: slice-wise networks (SAU-Net, the 2D U-Net) on the whole volume, ``network(x)`` (they take any size and
+process the slices in chunks); the 3D U-Net through the bundle's ``SlidingWindowInferer`` (its roi, overlap and
+blending), as the bundle runs it. ``--inferer config`` times every network through the bundle's inferer instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bench", "parse_sizes", "measure", "render_markdown", "CUDA_PEAK_TFLOPS"]
+
+logger = logging.getLogger(__name__)
+
+#: dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from NVIDIA datasheets, matched by device-name substring.
+CUDA_PEAK_TFLOPS: dict[str, float] = {
+    "H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 756.0,
+    "A100": 312.0, "L40S": 362.1, "L40": 181.0, "A10G": 70.0, "A10": 125.0, "L4": 121.0, "V100": 125.0,
+    "RTX 4090": 165.2, "RTX A6000": 154.8, "T4": 65.0,
+}
+
+
+def parse_sizes(sizes: str | Sequence[Any] | None) -> list[tuple[int, int, int]]:
+    """``"15x512x512,15x960x960"``, ``[[15, 512, 512]]`` or ``["3x32x32"]`` -> ``[(15, 512, 512), ...]``.
+
+    Raises:
+        ValueError: if a size is not three positive integers.
+    """
+    if sizes is None:
+        return []
+    if isinstance(sizes, str):
+        sizes = [s for s in sizes.replace(" ", "").split(",") if s]
+    elif len(sizes) == 3 and all(isinstance(s, (int, np.integer)) for s in sizes):
+        sizes = [sizes]
+    out = []
+    for s in sizes:
+        dims = [int(d) for d in s.lower().split("x")] if isinstance(s, str) else [int(d) for d in s]
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"size {s!r} must be three positive integers (slices, H, W), e.g. 15x512x512.")
+        out.append((dims[0], dims[1], dims[2]))
+    return out
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _timed(fn: Callable[[], Any], warmup: int, repeats: int, budget: float | None, sync: Callable[[], None]) -> dict:
+    """Run ``fn`` ``warmup`` times then ``repeats`` times (fewer within ``budget`` seconds); median of the latter."""
+    warm: list[float] = []
+    for _ in range(warmup):
+        t = time.perf_counter()
+        fn()
+        sync()
+        warm.append(time.perf_counter() - t)
+        if budget is not None and sum(warm) > budget:
+            break
+    n = repeats
+    if budget is not None and warm:
+        n = 0 if sum(warm) + warm[-1] > budget else min(repeats, max(1, int((budget - sum(warm)) // warm[-1])))
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        sync()
+        samples.append(time.perf_counter() - t)
+    used = samples or warm[-1:]
+    return {"median_s": float(np.median(used)), "runs": len(samples), "first_run_used": not samples,
+            "samples_s": samples, "warmup_s": warm}
+
+
+def _flops(net_meta: Any, shapes: Sequence[tuple[int, ...]]) -> int:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total, cache = 0, {}
+    for shape in shapes:
+        if shape not in cache:
+            with torch.no_grad(), FlopCounterMode(display=False) as fc:
+                net_meta(torch.empty(shape, device="meta"))
+            cache[shape] = fc.get_total_flops()
+        total += cache[shape]
+    return int(total)
+
+
+def measure(job: Mapping[str, Any]) -> dict[str, Any]:
+    """One measurement (run in a child process by :func:`bench`): ``job["kind"]`` is ``"infer"`` or ``"train"``.
+
+    Args:
+        job: ``bundle``, ``overlays``, ``infer_overrides``, ``train_overrides``, ``size``, ``device``, ``inferer``
+            (``"network"``/``"config"``), ``repeats``, ``warmup``, ``budget``, ``threads``, ``amp``, ``profile``.
+
+    Returns:
+        The measured values (see the module docstring).
+    """
+    import torch
+
+    from spine_monai.bundle.runner import make_workflow
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    dev = torch.device(job["device"])
+    cuda = dev.type == "cuda"
+    amp = bool(job.get("amp", True)) and cuda
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
+    size = tuple(job["size"])
+    res: dict[str, Any] = {"kind": job["kind"], "size": list(size), "threads": torch.get_num_threads()}
+    if job["kind"] == "train":
+        parser = make_workflow(job["bundle"], ["train", *job["overlays"]], "train", **job["train_overrides"],
+                               device=f"$torch.device('{dev}')").parser
+        net = parser.get_parsed_content("network").train()
+        loss_fn, opt = parser.get_parsed_content("loss"), parser.get_parsed_content("optimizer")
+        patch = [size[i] if int(p) == -1 else int(p) for i, p in enumerate(parser.get_parsed_content("patch_size"))]
+        get = parser.get_parsed_content
+        batch = int(get("train#dataloader#batch_size")) * int(get("num_samples"))
+        in_ch = int(parser["network_def"].get("in_channels", 1))
+        x = torch.rand(batch, in_ch, *patch, device=dev)
+        with torch.device("meta"):  # the output shape without computing it
+            net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
+        with torch.no_grad():
+            out_shape = net_meta(torch.empty(x.shape, device="meta")).shape
+        target = (torch.rand(out_shape, device=dev) > 0.5).float()  # a random binary map (the bundles' BCE losses)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = loss_fn(net(x).float(), target)
+            loss.backward()
+            opt.step()
+
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        res.update(input_shape=list(x.shape), **_timed(step, job["warmup"], job["repeats"], job.get("budget"), sync))
+    else:
+        parser = make_workflow(job["bundle"], ["inference", *job["overlays"]], "infer", **job["infer_overrides"],
+                               device=f"$torch.device('{dev}')").parser
+        net = parser.get_parsed_content("network_def").to(dev).eval()
+        res["params"] = int(sum(p.numel() for p in net.parameters()))
+        with torch.device("meta"):
+            net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
+        in_ch = int(parser["network_def"].get("in_channels", 1))
+        x = torch.rand(1, in_ch, *size, device=dev)
+        if job["inferer"] == "config":
+            inferer = parser.get_parsed_content("inferer")
+            res["inferer"] = (f"{type(inferer).__name__} roi={list(getattr(inferer, 'roi_size', []))} "
+                              f"overlap={getattr(inferer, 'overlap', '')} mode={getattr(inferer, 'mode', '')}")
+            shapes: list[tuple[int, ...]] = []
+
+            def stand_in(w: torch.Tensor) -> torch.Tensor:  # records the windows, returns zeros of the output shape
+                shapes.append(tuple(w.shape))
+                with torch.no_grad():
+                    out = net_meta(torch.empty(w.shape, device="meta"))
+                return torch.zeros(out.shape, device=w.device)
+
+            with torch.inference_mode():
+                inferer(torch.zeros_like(x), stand_in)
+            res["windows"] = len(shapes)
+
+            def run() -> Any:
+                return inferer(x, net)
+        else:
+            chunk = getattr(net, "slice_chunk", None)
+            res["inferer"] = "network(x) on the whole volume" + (f", slice chunks of {chunk}" if chunk else "")
+            shapes = [tuple(x.shape)]
+
+            def run() -> Any:
+                return net(x)
+
+        res["flops"] = _flops(net_meta, shapes)
+        del net_meta
+        res["rss_before_mb"] = _rss_mb()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        with torch.inference_mode(), autocast:
+            res.update(_timed(run, job["warmup"], job["repeats"], job.get("budget"), sync))
+        res["peak_rss_mb"] = _maxrss_mb()  # before profiling, which adds its own memory
+        if job.get("profile"):
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with torch.inference_mode(), autocast, profile(activities=acts, profile_memory=True) as prof:
+                run()
+                sync()
+            dev_key = "cuda" if cuda else "cpu"
+            averages = prof.key_averages()
+            res["profile"] = averages.table(sort_by=f"self_{dev_key}_time_total", row_limit=15)
+            res["profile_memory"] = averages.table(sort_by=f"self_{dev_key}_memory_usage", row_limit=10)
+    res.setdefault("peak_rss_mb", _maxrss_mb())
+    if cuda:
+        res["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return res
+
+
+def _run_child(job: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        spec.write_text(json.dumps({**job, "result": str(result)}))
+        env = dict(os.environ)
+        if job.get("threads"):
+            env["OMP_NUM_THREADS"] = str(job["threads"])
+        try:
+            proc = subprocess.run([sys.executable, "-m", "spine_monai.evaluation.bench", str(spec)], env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout} s"}
+        if proc.returncode != 0 or not result.is_file():
+            return {"error": f"exit status {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
+        return json.loads(result.read_text())
+
+
+def _environment(dev: str, threads: int | None) -> dict[str, Any]:
+    import monai
+    import torch
+
+    from spine_monai.evaluation.crossval import cpu_model
+
+    env = {"device": dev, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+           "threads": threads or torch.get_num_threads(), "torch": torch.__version__, "monai": monai.__version__,
+           "python": platform.python_version(), "platform": platform.platform(),
+           "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    if dev.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(dev))
+        env["gpu"] = name
+        env["gpu_peak_bf16_tflops"] = next((v for k, v in CUDA_PEAK_TFLOPS.items() if k in name), None)
+    return env
+
+
+def _ratios(rows: list[dict[str, Any]], reference: str) -> None:
+    """Add ``<metric>_ratio`` (row / reference method at the same size) to every row in place."""
+    ref = {tuple(r["size"]) if r["kind"] == "infer" else "train": r for r in rows if r["method"] == reference}
+    for r in rows:
+        base = ref.get(tuple(r["size"]) if r["kind"] == "infer" else "train")
+        for metric in ("latency_s", "flops", "params", "peak_rss_mb", "peak_cuda_mb"):
+            if base is not None and r.get(metric) and base.get(metric):
+                r[f"{metric}_ratio"] = r[metric] / base[metric]
+
+
+def _targets(spec: Any, rows: list[dict[str, Any]], dev: str) -> list[dict[str, Any]]:
+    out = []
+    for t in spec.targets:
+        if t.device and not dev.startswith(t.device):
+            continue
+        for r in rows:
+            if r["kind"] != "infer" or r["method"] != t.method or (t.size and tuple(r["size"]) != tuple(t.size)):
+                continue
+            value = r.get(t.metric)
+            if t.ratio_to is not None:
+                other = next((o for o in rows if o["method"] == t.ratio_to and o["kind"] == "infer"
+                              and o["size"] == r["size"]), None)
+                value = value / other[t.metric] if value and other and other.get(t.metric) else None
+            out.append({"target": t.name, "size": r["size"], "value": value, "max": t.max_value,
+                        "met": None if value is None else bool(value <= t.max_value)})
+    return out
+
+
+def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str | Sequence[str] | None = None,
+          repeats: int = 3, warmup: int = 1, train: bool = True, train_repeats: int | None = None,
+          train_warmup: int | None = None, device: str = "auto", threads: int | None = None, amp: bool = True,
+          inferer: str = "auto", time_budget_s: float | None = None, timeout_s: float | None = None,
+          profile: str | Sequence[str] | None = None, memory_limit_mb: float | None = None,
+          method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+          out: str | os.PathLike = "bench", name: str | None = None, **overrides: Any) -> str:
+    """Benchmark the networks of one or more bundles and write ``<out>/<name>.md`` and ``<out>/<name>.json``.
+
+    Args:
+        bundles: bundle folders or names; default the SAU-Net bundle.
+        sizes: input sizes ``(slices, H, W)``; default the paper's sizes of the bundle's comparison.
+        methods: method keys (``"saunet,unet3d"``); default all rows of the bundle's comparison.
+        repeats: timed runs (median reported).
+        warmup: untimed runs before them.
+        train: also time one training step per network.
+        train_repeats, train_warmup: the same for the training step (default ``repeats`` / ``warmup``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda:0"``.
+        threads: torch threads in the children (default torch's).
+        amp: bf16 autocast on CUDA.
+        inferer: ``"auto"`` (per method, see the module docstring), ``"network"`` or ``"config"`` for all.
+        time_budget_s: cap on the seconds of one measurement (fewer repeats for slow networks).
+        timeout_s: kill a child after this many seconds (recorded as an error).
+        profile: method keys to profile with ``torch.profiler`` (one extra run at the first size, after the peak
+            memory is read; top ops by time and by memory in the Markdown).
+        memory_limit_mb: cap on each child's data segment (``RLIMIT_DATA``, Linux), so that a network that does not
+            fit fails with an error in its row instead of driving a shared machine out of memory.
+        method_overrides: per-method overrides, e.g. ``{"unet3d": {"roi_size": [16, 32, 32]}}``.
+        out: output folder; ``<name>.json`` is rewritten after every measurement (``"complete": false``) so a
+            stopped run keeps what it measured.
+        name: file stem; default ``bench_cpu`` / ``bench_cuda``.
+        overrides: config overrides for every method that defines the id (e.g. ``features=[8, 16, 32]``).
+
+    Returns:
+        The path of the Markdown file.
+
+    Raises:
+        ValueError: on bad ``repeats``, ``warmup``, ``inferer``, sizes, methods or overrides.
+    """
+    from spine_monai.bundle.runner import resolve_bundle
+    from spine_monai.evaluation.compare import comparison_for
+    from spine_monai.evaluation.crossval import parse_overlays, resolve_device, split_overrides
+
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats!r} must be >= 1 and warmup={warmup!r} >= 0.")
+    if inferer not in ("auto", "network", "config"):
+        raise ValueError(f"inferer={inferer!r} must be 'auto', 'network' or 'config'.")
+    dev = resolve_device(device)
+    env = _environment(dev, threads)
+    to_profile = set(parse_overlays(profile))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = name or f"bench_{'cuda' if dev.startswith('cuda') else 'cpu'}"
+    settings = {"repeats": repeats, "warmup": warmup, "train_repeats": train_repeats or repeats,
+                "train_warmup": warmup if train_warmup is None else train_warmup, "time_budget_s": time_budget_s,
+                "amp_bf16": amp and dev.startswith("cuda"), "inferer": inferer, "memory_limit_mb": memory_limit_mb,
+                "overrides": overrides, "method_overrides": method_overrides or {}}
+    all_rows, all_targets, sections = [], [], []
+    for bundle in bundles or ("saunet_spine_mri_segmentation",):
+        root = resolve_bundle(bundle)
+        spec = comparison_for(root)
+        keys = parse_overlays(methods) or tuple(m.key for m in spec.methods)
+        sel = [spec.get(k) for k in keys]
+        bench_sizes = parse_sizes(sizes) or list(spec.bench_sizes)
+        if not bench_sizes:
+            raise ValueError(f"no sizes given and none declared for {root.name}; pass --sizes.")
+        rows = []
+        split = {m.key: split_overrides(root, m.overlays, {**overrides, **(method_overrides or {}).get(m.key, {})},
+                                        strict=False) for m in sel}
+        unused = sorted(set(overrides) - {k for t, i in split.values() for k in (*t, *i)})
+        if unused:
+            raise ValueError(f"overrides {unused} are not ids of any selected method's configs of {root.name}.")
+        for m in sel:
+            train_over, infer_over = split[m.key]
+            base = {"bundle": str(root), "overlays": list(m.overlays), "device": dev, "threads": threads, "amp": amp,
+                    "budget": time_budget_s, "memory_limit_mb": memory_limit_mb, "train_overrides": train_over,
+                    "infer_overrides": infer_over}
+            mode = m.bench_inferer if inferer == "auto" else inferer
+            jobs = [{**base, "kind": "infer", "size": list(s), "inferer": mode, "repeats": repeats, "warmup": warmup,
+                     "profile": m.key in to_profile and i == 0} for i, s in enumerate(bench_sizes)]
+            if train:
+                jobs.append({**base, "kind": "train", "size": list(bench_sizes[0]), "inferer": mode,
+                             "repeats": train_repeats or repeats,
+                             "warmup": warmup if train_warmup is None else train_warmup})
+            for job in jobs:
+                logger.info("bench %s: %s %s", root.name, m.label, job["kind"] + " " + "x".join(map(str, job["size"])))
+                t = time.perf_counter()
+                res = _run_child(job, timeout_s)
+                res.update(method=m.key, label=m.label, bundle=root.name, kind=job["kind"], size=job["size"],
+                           wall_s=time.perf_counter() - t)
+                if "median_s" in res:
+                    res["latency_s"] = res.pop("median_s")
+                if res.get("flops") and res.get("latency_s"):
+                    res["gflops_per_s"] = res["flops"] / res["latency_s"] / 1e9
+                    if env.get("gpu_peak_bf16_tflops"):
+                        res["fraction_of_peak"] = res["gflops_per_s"] / 1e3 / env["gpu_peak_bf16_tflops"]
+                if res.get("error"):
+                    logger.warning("bench %s %s failed: %s", m.label, job["kind"], res["error"][-300:])
+                rows.append(res)
+                partial = {"environment": env, "settings": settings, "results": all_rows + rows, "complete": False}
+                (out / f"{stem}.json").write_text(json.dumps(partial, indent=2, default=str) + "\n")
+        _ratios(rows, spec.method)
+        targets = _targets(spec, rows, dev)
+        all_rows += rows
+        all_targets += targets
+        sections.append((root.name, spec.get(spec.method).label, rows, targets))
+    env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    data = {"environment": env, "settings": settings, "results": all_rows, "targets": all_targets, "complete": True}
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    md_path = out / f"{stem}.md"
+    md_path.write_text(render_markdown(data, sections))
+    logger.info("benchmark written to %s", md_path)
+    return str(md_path)
+
+
+def _fmt(value: Any, spec: str, ratio: Any = None, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    text = format(value, spec) + suffix
+    return text if ratio is None else f"{text} ({ratio:.2f}x)"
+
+
+def _error(row: Mapping[str, Any]) -> str:
+    """``error: <tail of the message>``, or ``skipped: <reason>`` for a row marked ``skipped``."""
+    text = " ".join(str(row["error"]).split())[-300:]
+    return f"{'skipped' if row.get('skipped') else 'error'}: {text}"
+
+
+def render_markdown(data: Mapping[str, Any], sections: Sequence[tuple[str, str, list, list]]) -> str:
+    """Markdown of a benchmark: environment, one table per bundle, targets, profiles."""
+    env, st = data["environment"], data["settings"]
+    lines = ["# Benchmark", "",
+             f"- device: {env['device']}" + (f" ({env['gpu']})" if env.get("gpu") else ""),
+             f"- CPU: {env['cpu']}, {env['cpu_count']} logical cores, torch threads {env['threads']}",
+             f"- torch {env['torch']}, MONAI {env['monai']}, Python {env['python']}, {env['platform']}",
+             f"- load average at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
+             f"- repeats {st['repeats']} after {st['warmup']} warm-up (training: {st['train_repeats']} after "
+             f"{st['train_warmup']}), time budget per measurement {st['time_budget_s']} s; bf16 AMP: "
+             f"{st['amp_bf16']}; overrides {json.dumps(st['overrides'])}", ""]
+    for bundle, ref_label, rows, targets in sections:
+        lines += [f"## {bundle}", "", f"Ratios in parentheses are to {ref_label} at the same size. Latency: median "
+                  "seconds per volume (runs timed; `1st` = only the first run, it exceeded the time budget). Peak "
+                  "memory: whole child process (maxrss).", "",
+                  "| network | input | inference | params | GFLOP | latency (s) | runs | GFLOP/s | peak RSS (MiB) "
+                  "| RSS before 1st run (MiB) |" + (" peak CUDA (MiB) |" if env["device"].startswith("cuda") else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if env["device"].startswith("cuda") else "")]
+        for r in (r for r in rows if r["kind"] == "infer"):
+            if r.get("error"):
+                lines.append(f"| {r['label']} | {'x'.join(map(str, r['size']))} | {_error(r)} |")
+                continue
+            rate = _fmt(r.get("gflops_per_s"), ".1f")
+            if r.get("fraction_of_peak"):
+                rate += f" ({100 * r['fraction_of_peak']:.1f}% of peak)"
+            cells = [r["label"], "x".join(map(str, r["size"])), r.get("inferer", ""),
+                     _fmt(r.get("params", 0) / 1e6, ".2f", r.get("params_ratio"), "M"),
+                     _fmt(r.get("flops", 0) / 1e9, ".1f", r.get("flops_ratio")),
+                     _fmt(r.get("latency_s"), ".3f", r.get("latency_s_ratio")),
+                     "1st" if r.get("first_run_used") else str(r.get("runs")), rate,
+                     _fmt(r.get("peak_rss_mb"), ".0f", r.get("peak_rss_mb_ratio")), _fmt(r.get("rss_before_mb"), ".0f")]
+            if env["device"].startswith("cuda"):
+                cells.append(_fmt(r.get("peak_cuda_mb"), ".0f", r.get("peak_cuda_mb_ratio")))
+            lines.append("| " + " | ".join(cells) + " |")
+        train_rows = [r for r in rows if r["kind"] == "train"]
+        if train_rows:
+            lines += ["", "Training: one optimizer step on the bundle's training batch.", "",
+                      "| network | batch | step (s) | runs | peak RSS (MiB) |", "|---|---|---|---|---|"]
+            for r in train_rows:
+                if r.get("error"):
+                    lines.append(f"| {r['label']} | {_error(r)} | | | |")
+                    continue
+                lines.append(f"| {r['label']} | {r.get('input_shape')} | "
+                             f"{_fmt(r.get('latency_s'), '.3f', r.get('latency_s_ratio'))} | "
+                             f"{'1st' if r.get('first_run_used') else r.get('runs')} | "
+                             f"{_fmt(r.get('peak_rss_mb'), '.0f')} |")
+        if targets:
+            lines += ["", "Targets:", "", "| target | input | value | limit | met |", "|---|---|---|---|---|"]
+            for t in targets:
+                lines.append(f"| {t['target']} | {'x'.join(map(str, t['size']))} | {_fmt(t['value'], '.3f')} | "
+                             f"{t['max']} | {'yes' if t['met'] else ('no' if t['met'] is False else '-')} |")
+        for r in rows:
+            if r.get("profile"):
+                lines += ["", f"Profile of {r['label']} at {'x'.join(map(str, r['size']))} (one run; by self time, "
+                          "then by memory allocated):", "", "```", r["profile"].rstrip(), "",
+                          r.get("profile_memory", "").rstrip(), "```"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _child_main(spec_path: str) -> None:
+    job = json.loads(Path(spec_path).read_text())
+    if job.get("memory_limit_mb"):
+        limit = int(job["memory_limit_mb"] * 2**20)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    result = measure(job)
+    Path(job["result"]).write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

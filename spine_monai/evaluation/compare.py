@@ -1,0 +1,310 @@
+"""A bundle's method, baselines and ablations on the same folds, as the paper's tables beside the paper's numbers.
+
+``python -m spine_monai compare BUNDLE --dataset_dir D [--folds 5] [--max_folds k] [--epochs ...]``
+
+Which rows a bundle has is declared in :data:`COMPARISONS` (one :class:`Comparison` per bundle folder name). For
+SAU-Net (Zhang et al., MIDL 2020): Table 1 (Section 4.3) compares 2D U-Net / 3D U-Net / SAU-Net on Dice, precision,
+recall, Jaccard and Hausdorff distance; Table 2 (Section 4.3) time and model size; Table 4 (Section 4.4) SAU-Net
+with and without inter-slice attention. Table 3 (Chu et al. 2015 data, leave-one-out) needs that dataset and is not
+run here. Each method is one :func:`spine_monai.evaluation.crossval.crossval` run with the method's overlays; all
+share ``<out>/folds.json``.
+
+Our cells are the mean ± sample std over the fold means (see :mod:`spine_monai.evaluation.crossval`), labelled
+``ours (<dataset>, <folds run> of <k> folds, <device>)``; the paper's cells are labelled ``paper (<setting>)``.
+Table 2's "time" is, for us, the inference time per volume (the paper does not say what its time measures) and
+"model size" the parameter count and the checkpoint size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spine_monai.evaluation.paper_tables import format_value, paper_table
+
+__all__ = ["Method", "TableSpec", "BenchTarget", "Comparison", "COMPARISONS", "comparison_for", "compare",
+           "render_tables", "ours_label"]
+
+logger = logging.getLogger(__name__)
+
+_PERCENT = {"dice", "jaccard", "precision", "recall"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of a comparison.
+
+    Args:
+        key: short id, also the output sub-folder (``"unet3d"``).
+        label: display name (``"3D U-Net"``).
+        overlays: bundle configs applied after train.json / inference.json.
+        paper_rows: ``{paper table key: row label in that table}``.
+        bench_inferer: what :mod:`spine_monai.evaluation.bench` times: ``"network"`` (the network on the whole
+            volume; slice-wise networks take any size) or ``"config"`` (the bundle's inference ``inferer``).
+    """
+
+    key: str
+    label: str
+    overlays: tuple[str, ...] = ()
+    paper_rows: Mapping[str, str] = field(default_factory=dict)
+    bench_inferer: str = "network"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One of the paper's tables to reproduce: ``kind`` ``"metrics"`` (quality) or ``"cost"`` (time and size)."""
+
+    paper_table: str
+    methods: tuple[str, ...]
+    kind: str = "metrics"
+
+
+@dataclass(frozen=True)
+class BenchTarget:
+    """A benchmark target: ``metric`` of ``method`` at ``size`` (all sizes if ``None``) must be ``<= max_value``;
+    with ``ratio_to`` the ratio to that method's value is compared instead; ``device`` limits it to a device type."""
+
+    name: str
+    method: str
+    metric: str
+    max_value: float
+    ratio_to: str | None = None
+    size: tuple[int, int, int] | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything compare and bench need to know about a bundle's methods.
+
+    Args:
+        paper: paper key of :mod:`spine_monai.evaluation.paper_tables`.
+        title: the paper, shortly (``"SAU-Net (Zhang et al., MIDL 2020)"``).
+        paper_setting: short label of the paper's protocol, e.g. ``"SpineSegT2W, 5-fold"``.
+        method: key of the proposed method (the reference of the benchmark's ratios).
+        methods: all rows.
+        tables: the tables to write.
+        bench_sizes: the paper's input sizes ``(slices, H, W)`` for the benchmark.
+        targets: benchmark targets.
+    """
+
+    paper: str
+    title: str
+    paper_setting: str
+    method: str
+    methods: tuple[Method, ...]
+    tables: tuple[TableSpec, ...]
+    bench_sizes: tuple[tuple[int, int, int], ...] = ()
+    targets: tuple[BenchTarget, ...] = ()
+
+    def get(self, key: str) -> Method:
+        """The method ``key``; ValueError naming the known keys otherwise."""
+        for m in self.methods:
+            if m.key == key:
+                return m
+        raise ValueError(f"unknown method {key!r}; this bundle has {[m.key for m in self.methods]}.")
+
+
+COMPARISONS: dict[str, Comparison] = {
+    "saunet_spine_mri_segmentation": Comparison(
+        paper="saunet",
+        title="SAU-Net (Zhang et al., MIDL 2020)",
+        paper_setting="SpineSegT2W, 5-fold",
+        method="saunet",
+        methods=(
+            Method("unet2d", "2D U-Net", ("baseline_unet2d",),
+                   {"saunet/table1": "2D U-Net", "saunet/table2": "2D U-Net"}),
+            Method("unet3d", "3D U-Net", ("baseline_unet3d",),
+                   {"saunet/table1": "3D U-Net", "saunet/table2": "3D U-Net"}, bench_inferer="config"),
+            Method("saunet", "SAU-Net", (), {"saunet/table1": "SAU-Net", "saunet/table2": "SAU-Net",
+                                             "saunet/table4": "Ours w/ ISA"}),
+            Method("no_isa", "SAU-Net w/o ISA", ("ablation_no_isa",), {"saunet/table4": "Ours w/o ISA"}),
+        ),
+        tables=(TableSpec("saunet/table1", ("unet2d", "unet3d", "saunet")),
+                TableSpec("saunet/table2", ("unet2d", "unet3d", "saunet"), kind="cost"),
+                TableSpec("saunet/table4", ("no_isa", "saunet"))),
+        bench_sizes=((15, 512, 512), (15, 960, 960)),
+        targets=(BenchTarget("SAU-Net latency <= 0.5 x 3D U-Net", "saunet", "latency_s", 0.5, ratio_to="unet3d"),
+                 BenchTarget("SAU-Net peak CPU memory < 4 GB at 15x960x960", "saunet", "peak_rss_mb", 4096.0,
+                             size=(15, 960, 960), device="cpu")),
+    ),
+}
+
+
+def comparison_for(bundle_root: Path) -> Comparison:
+    """The :class:`Comparison` of a bundle folder; ValueError listing the known bundles otherwise."""
+    if bundle_root.name not in COMPARISONS:
+        raise ValueError(f"no comparison is declared for bundle {bundle_root.name!r}; known: {sorted(COMPARISONS)}.")
+    return COMPARISONS[bundle_root.name]
+
+
+def ours_label(context: Mapping[str, Any]) -> str:
+    """``"ours (<dataset>, <n> of <k> folds, <device>)"`` from a context of :func:`render_tables`."""
+    return f"ours ({context['dataset']}, {context['folds_run']} of {context['folds']} folds, {context['device']})"
+
+
+def _ours_cell(summary: Mapping[str, Any] | None, metric: str) -> str:
+    if summary is None:
+        return "not run"
+    stats = summary["across_folds"][metric]
+    k = 100.0 if metric in _PERCENT else 1.0
+    mean = f"{stats['mean'] * k:.2f}"
+    if stats.get("n", 2) < 2:  # one fold: no spread to report
+        return mean
+    return f"{mean} ± {stats['std'] * k:.{2 if metric in _PERCENT else 3}f}"
+
+
+def _cost_cells(summary: Mapping[str, Any] | None) -> list[str]:
+    if summary is None:
+        return ["not run"] * 4
+    t = summary["timing"]
+    infer = t["infer_s_per_volume"]
+    return [f"{infer['mean']:.2f}" + (f" ± {infer['std']:.2f}" if infer.get("n", 2) > 1 else ""),
+            f"{t['train_s']['mean']:.0f}", f"{summary['params'] / 1e6:.2f}M", f"{summary['weights_mb']:.1f} MiB"]
+
+
+def _row(method: str, source: str, columns: Sequence[str], cells: Sequence[str]) -> dict[str, Any]:
+    return {"method": method, "source": source, "values": dict(zip(columns, cells, strict=True))}
+
+
+def render_tables(spec: Comparison, summaries: Mapping[str, Mapping[str, Any] | None],
+                  context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Markdown and JSON of the paper's tables with our cross-validation results beside the paper's numbers.
+
+    Args:
+        spec: the bundle's comparison.
+        summaries: ``{method key: crossval summary.json content}``; a missing or ``None`` entry shows "not run".
+        context: ``dataset``, ``folds``, ``folds_run``, ``device`` and ``command`` of our runs.
+
+    Returns:
+        ``(markdown, json-able dict)``.
+    """
+    ours = ours_label(context)
+    paper_src = f"paper ({spec.paper_setting})"
+    md = [f"# {spec.title}: our results beside the paper's", "",
+          f"- **{ours}**: command `{context['command']}`",
+          f"- **{paper_src}**: numbers as printed in the paper; see spine_monai/evaluation/paper_tables.py", "",
+          "Ours: mean ± sample std over the fold means (the mean alone when one fold ran); overlap metrics in %, "
+          "distances in mm (HSD = Hausdorff distance, maximum of the symmetric surface distances).", ""]
+    tables = []
+    for ts in spec.tables:
+        pt = paper_table(ts.paper_table)
+        md += [f"## {pt.table}: {pt.caption}", "", f"Paper: Section {pt.section}; {pt.setting}.", ""]
+        rows = []
+        if ts.kind == "metrics":
+            md.append("| Method | source | " + " | ".join(pt.header(c) for c in pt.columns) + " |")
+            md.append("|---|---|" + "---|" * len(pt.columns))
+            for key in ts.methods:
+                m = spec.get(key)
+                paper_row = pt.rows.get(m.paper_rows.get(ts.paper_table, ""), {})
+                paper_cells = [format_value(paper_row.get(c)) for c in pt.columns]
+                our_cells = [_ours_cell(summaries.get(key), c) for c in pt.columns]
+                md.append(f"| {m.label} | {paper_src} | " + " | ".join(paper_cells) + " |")
+                md.append(f"| {m.label} | {ours} | " + " | ".join(our_cells) + " |")
+                rows += [_row(m.label, paper_src, pt.columns, paper_cells), _row(m.label, ours, pt.columns, our_cells)]
+        else:
+            ours_cols = ["inference (s / volume)", "training (s / fold)", "parameters", "weights"]
+            md.append("| Method | " + " | ".join(f"paper: {pt.header(c)}" for c in pt.columns) + " | "
+                      + " | ".join(f"ours: {c}" for c in ours_cols) + " |")
+            md.append("|---|" + "---|" * (len(pt.columns) + len(ours_cols)))
+            for key in ts.methods:
+                m = spec.get(key)
+                paper_row = pt.rows.get(m.paper_rows.get(ts.paper_table, ""), {})
+                paper_cells = [format_value(paper_row.get(c)) for c in pt.columns]
+                our_cells = _cost_cells(summaries.get(key))
+                md.append(f"| {m.label} | " + " | ".join(paper_cells + our_cells) + " |")
+                rows += [_row(m.label, paper_src, pt.columns, paper_cells), _row(m.label, ours, ours_cols, our_cells)]
+        if pt.notes:
+            md += ["", f"Note on the paper's table: {pt.notes}"]
+        md.append("")
+        tables.append({"table": pt.table, "paper_table": ts.paper_table, "caption": pt.caption, "rows": rows})
+    return "\n".join(md), {"context": dict(context), "ours": ours, "paper": paper_src, "tables": tables}
+
+
+def _method_overrides(root: Path, method: Method, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    from spine_monai.evaluation.crossval import split_overrides
+
+    train, infer = split_overrides(root, method.overlays, overrides, strict=False)
+    return {k: v for k, v in overrides.items() if k in train or k in infer}
+
+
+def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None = None,
+            methods: str | Sequence[str] | None = None, out: str | os.PathLike | None = None, seed: int = 0,
+            device: str = "auto", method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+            overwrite: bool = False, progress: bool = True, **overrides: Any) -> str:
+    """Cross-validate a bundle's method, baselines and ablations on the same folds and write the paper's tables.
+
+    Args:
+        bundle: bundle folder or name (must have an entry in :data:`COMPARISONS`).
+        dataset_dir: dataset folder (see :func:`spine_monai.evaluation.crossval.crossval`).
+        folds: number of folds k.
+        max_folds: run only the first ``max_folds`` folds of every method (stated in the tables).
+        methods: subset of method keys (``"saunet,no_isa"``); default all.
+        out: output folder; default ``./compare/<bundle>``. Holds ``folds.json``, one crossval folder per method,
+            ``tables.md`` and ``tables.json``.
+        seed: fold seed.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda:0"``.
+        method_overrides: per-method overrides on top of ``overrides``, e.g. ``{"unet3d": {"patch_size": [16, 32,
+            32]}}``.
+        overwrite: recompute existing fold results.
+        progress: progress bars.
+        overrides: config overrides for every method that defines the id (e.g. ``epochs=50``,
+            ``unet3d_features=[...]`` only reaches the 3D U-Net).
+
+    Returns:
+        The path of ``tables.md``.
+
+    Raises:
+        ValueError: for an unknown method, or an override no method's configs define.
+    """
+    from spine_monai.bundle.runner import resolve_bundle
+    from spine_monai.evaluation.crossval import crossval, parse_overlays, prepare_folds, resolve_device
+
+    root = resolve_bundle(bundle)
+    spec = comparison_for(root)
+    keys = parse_overlays(methods) or tuple(m.key for m in spec.methods)
+    selected = [spec.get(k) for k in keys]
+    per_method = {k: dict(v) for k, v in (method_overrides or {}).items()}
+    unknown = sorted(set(per_method) - {m.key for m in spec.methods})
+    if unknown:
+        raise ValueError(f"method_overrides for unknown methods {unknown}.")
+    filtered = {m.key: _method_overrides(root, m, overrides) for m in selected}
+    unused = sorted(set(overrides) - {k for f in filtered.values() for k in f})
+    if unused:
+        raise ValueError(f"overrides {unused} are not ids of any selected method's configs.")
+    out = Path(out) if out is not None else Path.cwd() / "compare" / root.name
+    out.mkdir(parents=True, exist_ok=True)
+    folds_file = prepare_folds(dataset_dir, out / "folds.json", folds, seed)
+    dev = resolve_device(device)
+    summaries: dict[str, dict[str, Any]] = {}
+    for m in selected:
+        logger.info("compare: %s (%s)", m.label, ", ".join(m.overlays) or "the bundle's configs")
+        folder = crossval(str(root), dataset_dir, folds=folds, overlays=m.overlays, out=out / m.key, seed=seed,
+                          max_folds=max_folds, device=dev, folds_file=folds_file, overwrite=overwrite,
+                          progress=progress, **{**filtered[m.key], **per_method.get(m.key, {})})
+        summaries[m.key] = json.loads((Path(folder) / "summary.json").read_text())
+    first = next(iter(summaries.values()))
+    args = ["python", "-m", "spine_monai", "compare", str(bundle), "--dataset_dir", str(dataset_dir), "--folds",
+            str(folds)]
+    if max_folds is not None:
+        args += ["--max_folds", str(max_folds)]
+    if methods is not None:
+        args += ["--methods", ",".join(keys)]
+    if per_method:
+        args += ["--method_overrides", json.dumps(per_method, separators=(",", ":"))]
+    for k, v in overrides.items():
+        args += [f"--{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
+    context = {"dataset": first["dataset"], "folds": folds, "folds_run": len(first["folds_run"]),
+               "device": first["device_name"], "command": shlex.join(args), "out": str(out)}
+    md, data = render_tables(spec, summaries, context)
+    data["comparison"] = asdict(spec)
+    (out / "tables.md").write_text(md)
+    (out / "tables.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    logger.info("tables written to %s", out / "tables.md")
+    return str(out / "tables.md")

@@ -1,0 +1,411 @@
+"""k-fold cross-validation of one bundle configuration: ``python -m spine_monai crossval BUNDLE --dataset_dir D``.
+
+The papers validate by k-fold cross-validation on fixed folds (SAU-Net: Zhang et al., MIDL 2020, Section 4.2,
+"random 5-fold cross-validation ... 5 fixed folds", 4 folds train, 1 tests; SAFNet: Yilizati-Yilihamu et al.,
+BMC Neuroscience 2023, five-fold CV). For each fold this module trains with the bundle's ``train.json`` (+ overlays,
++ overrides), segments the held-out cases with ``inference.json`` (+ the same overlays) and scores the written labels
+in the original image geometry with :func:`spine_monai.metrics.segmentation.evaluate_pairs`.
+
+Layout of ``out``::
+
+    folds.json               the datalist with the fold of every case (reused by every method and every run)
+    fold_<k>/models/model.pt, fold_<k>/train_logs/, fold_<k>/pred/*_seg.nii.gz
+    fold_<k>/metrics.csv     per case; fold_<k>/result.json marks the fold done (resume skips it)
+    metrics.csv              all folds; summary.json, summary.md: per fold, mean ± std over folds, pooled cases
+
+Choices: the "± std" beside each mean is the sample standard deviation over the fold means (the paper's stds, 0.1-1.2
+points, are of that size); the pooled per-case mean ± std is reported as well. Inference time per volume is the
+time from fetching a volume to its label file being written (loading, preprocessing, network, inversion, saving),
+one-off setup excluded.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["crossval", "prepare_folds", "parse_overlays", "bundle_classes", "split_overrides", "resolve_device",
+           "device_description", "fold_statistics", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
+
+logger = logging.getLogger(__name__)
+
+#: metrics kept in result.json / summary.json (means over the classes of each case).
+SUMMARY_METRICS: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "hd", "hd95", "msd")
+#: config ids the cross-validation sets itself.
+RESERVED_OVERRIDES: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "ckpt_dir", "output_dir", "bundle_root",
+                                       "device", "train_datalist", "val_datalist")
+
+
+def parse_overlays(overlays: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Overlay names from ``None``, ``"a"``, ``"a,b"`` or a sequence (as ``fire`` passes them)."""
+    if overlays is None:
+        return ()
+    if isinstance(overlays, str):
+        return tuple(o.strip() for o in overlays.split(",") if o.strip())
+    return tuple(str(o) for o in overlays)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda:0"`` when CUDA is available, else ``"cpu"``; other strings unchanged."""
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    torch.device(device)  # raises on a malformed device string
+    return device
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_description(device: str) -> str:
+    """A readable device name: ``"cpu (AMD EPYC, 2 threads)"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def bundle_classes(bundle_root: Path) -> list[int] | None:
+    """Classes to score: ``None`` for a binary bundle (2 entries in the metadata's output ``channel_def``), else the
+    foreground class ids of the ``channel_def``."""
+    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text())
+    channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    if len(channel_def) <= 2:
+        return None
+    return sorted(int(k) for k in channel_def if int(k) != 0)
+
+
+def split_overrides(bundle_root: Path, overlays: Sequence[str], overrides: Mapping[str, Any],
+                    strict: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split user overrides into those of ``train.json`` and those of ``inference.json`` (each + overlays).
+
+    A key goes to every config that defines the id (``features`` to both, ``epochs`` to training only).
+
+    Raises:
+        ValueError: for a reserved id (:data:`RESERVED_OVERRIDES`), or, with ``strict``, an id that neither config
+            defines (a typo such as ``epoch``).
+    """
+    from spine_monai.bundle.runner import make_workflow
+
+    reserved = sorted(set(overrides) & set(RESERVED_OVERRIDES))
+    if reserved:
+        raise ValueError(f"overrides {reserved} are set by the cross-validation itself; use its own arguments.")
+    parsers = {kind: make_workflow(bundle_root, [kind, *overlays], wf).parser
+               for kind, wf in (("train", "train"), ("inference", "infer"))}
+    out: dict[str, dict[str, Any]] = {"train": {}, "inference": {}}
+    for key, value in overrides.items():
+        found = [kind for kind, parser in parsers.items() if key in parser]
+        if not found and strict:
+            raise ValueError(f"override {key!r} is not an id of train.json or inference.json with overlays "
+                             f"{list(overlays)} of {bundle_root.name}.")
+        for kind in found:
+            out[kind][key] = value
+    return out["train"], out["inference"]
+
+
+def _case_id(item: Mapping[str, Any]) -> str:
+    for key in ("case_id", "case"):
+        if key in item:
+            return str(item[key])
+    name = Path(str(item["image"])).name
+    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+
+
+def prepare_folds(dataset_dir: str | os.PathLike, folds_file: str | os.PathLike, folds: int, seed: int = 0,
+                  include: str | Sequence[str] | None = None) -> Path:
+    """Write (once) the datalist with folds that every fold and every method of a comparison reads.
+
+    Order: an existing ``folds_file`` is reused as it is; else ``<dataset_dir>/datalist.json`` is copied, keeping its
+    folds when it has ``folds`` of them (re-assigned from ``seed`` otherwise); else a folder of ``*_img`` /
+    ``*_label`` pairs gets one via :func:`spine_monai.data.folder.folder_datalist`.
+
+    Args:
+        dataset_dir: dataset folder.
+        folds_file: the datalist JSON to write or reuse.
+        folds: number of folds.
+        seed: fold seed when folds are assigned here.
+        include: optional case-id glob(s) selecting cases.
+
+    Returns:
+        ``folds_file``.
+
+    Raises:
+        ValueError: if an existing ``folds_file`` holds another number of folds.
+        FileNotFoundError: if ``dataset_dir`` has neither ``datalist.json`` nor image/label pairs.
+    """
+    from spine_monai.data.datalist import load_datalist, write_datalist
+    from spine_monai.data.folder import folder_datalist
+
+    folds_file, root = Path(folds_file), Path(dataset_dir)
+    if folds_file.is_file():
+        have = json.loads(folds_file.read_text()).get("folds")
+        if have != folds:
+            raise ValueError(f"{folds_file} holds {have} folds, not folds={folds}; choose another --out.")
+        logger.info("reusing the folds of %s", folds_file)
+        return folds_file
+    datalist = root / "datalist.json"
+    if datalist.is_file():
+        data = json.loads(datalist.read_text())
+        items = load_datalist(datalist)
+        includes = [include] if isinstance(include, str) else list(include or [])
+        if includes:
+            items = [it for it in items if any(fnmatch.fnmatch(_case_id(it), p) for p in includes)]
+        keep = data.get("folds") == folds and all("fold" in it for it in items)
+        if not keep:
+            logger.info("%s has folds=%s; assigning %d folds with seed %d", datalist, data.get("folds"), folds, seed)
+            items = [{k: v for k, v in it.items() if k != "fold"} for it in items]
+        extra = {k: v for k, v in data.items()
+                 if k not in ("training", "folds", "seed", "numTraining") and not isinstance(v, list)}
+        extra["source"] = str(datalist.resolve())
+        return write_datalist(items, folds_file, folds=folds, seed=int(data.get("seed", seed)) if keep else seed,
+                              **extra)
+    if root.is_dir() and any(root.glob("*_img.*")):
+        return Path(folder_datalist(root, folds_file, folds=folds, seed=seed, include=include))
+    raise FileNotFoundError(f"{root}: no datalist.json and no '<case>_img' / '<case>_label' pairs to make folds from.")
+
+
+def _infer_timed(bundle_root: Path, items: Sequence[Mapping[str, Any]], output_dir: Path, ckpt: Path,
+                 overlays: Sequence[str], progress: bool, **override: Any) -> list[float]:
+    """Run ``inference.json`` on ``items``; seconds per volume from fetching it to its label file being written.
+
+    Same as :func:`spine_monai.bundle.runner.infer_bundle` plus a timer on the evaluator's events.
+    """
+    from ignite.engine import Events
+
+    from spine_monai.bundle.runner import make_workflow
+
+    override = {**override, "datalist": [{"image": str(it["image"])} for it in items],
+                "handlers#0#load_path": str(ckpt)}
+    wf = make_workflow(bundle_root, ["inference", *overlays], "infer", dataset_dir=str(output_dir),
+                       output_dir=str(output_dir), **override)
+    wf.initialize()
+    evaluator = wf.parser.get_parsed_content("evaluator")
+    times: list[float] = []
+    start: list[float] = [0.0]
+    evaluator.add_event_handler(Events.GET_BATCH_STARTED, lambda _: start.__setitem__(0, time.perf_counter()))
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda _: times.append(time.perf_counter() - start[0]))
+    if progress:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False, desc="infer").attach(evaluator)
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    return times
+
+
+def _count_params(bundle_root: Path, overlays: Sequence[str], override: Mapping[str, Any]) -> int:
+    from spine_monai.bundle.runner import make_workflow
+
+    parser = make_workflow(bundle_root, ["inference", *overlays], "infer", **override).parser
+    net = parser.get_parsed_content("network_def")
+    return int(sum(p.numel() for p in net.parameters()))
+
+
+def fold_statistics(fold_means: Sequence[Mapping[str, float]],
+                    metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, dict[str, float]]:
+    """Mean and sample std (ddof=1; 0 for one fold) over folds of each metric's fold mean.
+
+    Returns:
+        ``{metric: {"mean", "std", "n"}}``.
+    """
+    out = {}
+    for m in metrics:
+        values = np.asarray([float(f[m]) for f in fold_means], dtype=np.float64)
+        out[m] = {"mean": float(values.mean()) if values.size else math.nan,
+                  "std": float(values.std(ddof=1)) if values.size > 1 else 0.0, "n": int(values.size)}
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _command(bundle: str, dataset_dir: str, folds: int, overlays: Sequence[str], out: Path,
+             extra: Mapping[str, Any]) -> str:
+    args = ["python", "-m", "spine_monai", "crossval", str(bundle), "--dataset_dir", str(dataset_dir),
+            "--folds", str(folds), "--out", str(out)]
+    if overlays:
+        args += ["--overlays", ",".join(overlays)]
+    for key, value in extra.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))]
+    return shlex.join(args)
+
+
+def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequence[str] | None = None,
+             out: str | os.PathLike | None = None, seed: int = 0, max_folds: int | None = None, device: str = "auto",
+             folds_file: str | os.PathLike | None = None, include: str | Sequence[str] | None = None,
+             overwrite: bool = False, progress: bool = True, strict: bool = True, **overrides: Any) -> str:
+    """Train and evaluate one configuration of a bundle on k fixed folds; resumable.
+
+    Args:
+        bundle: bundle folder or name.
+        dataset_dir: folder with ``datalist.json`` or ``<case>_img`` / ``<case>_label`` pairs.
+        folds: number of folds k.
+        overlays: extra configs of the bundle (``"baseline_unet3d"``, ``"a,b"`` or a list).
+        out: output folder; default ``./crossval/<bundle>[+<overlays>]``.
+        seed: fold seed (only used when the folds are assigned here).
+        max_folds: run only folds ``0 .. max_folds - 1`` (stated in the summary).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda:0"``.
+        folds_file: datalist with folds to use/write; default ``<out>/folds.json``.
+        include: case-id glob(s) selecting cases of the dataset.
+        overwrite: recompute folds whose results exist (otherwise they are skipped; their settings must match).
+        progress: progress bars.
+        strict: reject overrides that neither train.json nor inference.json (with overlays) define.
+        overrides: config overrides, e.g. ``epochs=50, features=[8, 16, 32]`` (each goes to the configs defining it).
+
+    Returns:
+        The output folder (holding ``summary.md`` and ``summary.json``).
+
+    Raises:
+        ValueError: on ``folds < 2``, ``max_folds`` out of range, bad overrides, or results of other settings in
+            ``out``.
+    """
+    from spine_monai.bundle.runner import resolve_bundle, train_bundle
+    from spine_monai.data.datalist import load_datalist
+    from spine_monai.metrics.segmentation import aggregate, evaluate_pairs, write_metrics_csv
+
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds={folds!r} must be an integer >= 2.")
+    n_run = folds if max_folds is None else int(max_folds)
+    if not 1 <= n_run <= folds:
+        raise ValueError(f"max_folds={max_folds!r} must be between 1 and folds={folds}.")
+    root = resolve_bundle(bundle)
+    ovl = parse_overlays(overlays)
+    out = Path(out) if out is not None else Path.cwd() / "crossval" / "+".join([root.name, *ovl])
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    train_over, infer_over = split_overrides(root, ovl, overrides, strict=strict)
+    amp_train, amp_infer = split_overrides(root, ovl, {"amp": dev.startswith("cuda")}, strict=False)
+    train_over = {"device": f"$torch.device('{dev}')", **amp_train, **train_over}
+    infer_over = {"device": f"$torch.device('{dev}')", **amp_infer, **infer_over}
+    folds_path = prepare_folds(dataset_dir, Path(folds_file) if folds_file else out / "folds.json", folds, seed,
+                               include)
+    classes = bundle_classes(root)
+    settings = json.loads(json.dumps({"bundle": root.name, "overlays": list(ovl), "overrides": dict(overrides),
+                                      "folds": folds, "folds_file": str(folds_path.resolve())}, default=str))
+    command = _command(str(bundle), str(dataset_dir), folds, ovl, out, overrides)
+    results = []
+    for k in range(n_run):
+        fold_dir = out / f"fold_{k}"
+        result_file = fold_dir / "result.json"
+        if result_file.is_file() and not overwrite:
+            result = json.loads(result_file.read_text())
+            if result.get("settings") != settings:
+                raise ValueError(f"{result_file} was computed with other settings ({result.get('settings')}, now "
+                                 f"{settings}); pass --overwrite or choose another --out.")
+            logger.info("fold %d: results exist, skipped (%s)", k, result_file)
+            results.append(result)
+            continue
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        val_items = load_datalist(folds_path, fold=k, split="val")
+        n_train = len(load_datalist(folds_path, fold=k, split="train"))
+        logger.info("fold %d/%d: training on %d cases, testing on %d", k + 1, folds, n_train, len(val_items))
+        t0 = time.perf_counter()
+        ckpt = train_bundle(root, dataset_dir, overlays=ovl, progress=progress, datalist=str(folds_path), fold=k,
+                            ckpt_dir=str(fold_dir / "models"), output_dir=str(fold_dir / "train_logs"),
+                            **train_over)
+        train_s = time.perf_counter() - t0
+        pred_dir = fold_dir / "pred"
+        t0 = time.perf_counter()
+        times = _infer_timed(root, val_items, pred_dir, ckpt, ovl, progress, **infer_over)
+        infer_total = time.perf_counter() - t0
+        rows = []
+        for item in val_items:
+            name = Path(str(item["image"])).name
+            stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+            pred = pred_dir / f"{stem}_seg.nii.gz"
+            if not pred.is_file():
+                raise RuntimeError(f"inference wrote no {pred} for {item['image']}.")
+            for row in evaluate_pairs([(pred, item["label"])], labels=classes, progress=False,
+                                      binarize=classes is None):
+                rows.append({**row, "case": _case_id(item), "fold": k})
+        write_metrics_csv(rows, fold_dir / "metrics.csv")
+        group = aggregate(rows)["mean over classes"]
+        result = {
+            "fold": k, "n_train": n_train, "n_test": len(val_items), "train_s": train_s,
+            "infer_s_per_volume": float(np.mean(times)) if times else math.nan, "infer_s_volumes": times,
+            "infer_s_total": infer_total, "device": dev, "device_name": device_description(dev),
+            "params": _count_params(root, ovl, infer_over), "weights_mb": ckpt.stat().st_size / 2**20,
+            "checkpoint": str(ckpt), "metrics": {m: group[f"{m}_mean"] for m in SUMMARY_METRICS},
+            "metrics_std": {m: group[f"{m}_std"] for m in SUMMARY_METRICS}, "settings": settings, "rows": rows,
+        }
+        _write_json(result_file, result)
+        results.append(result)
+    all_rows = [row for r in results for row in r["rows"]]
+    write_metrics_csv(all_rows, out / "metrics.csv")
+    pooled = aggregate(all_rows)
+    dataset = json.loads(folds_path.read_text()).get("name", Path(dataset_dir).name)
+    summary = {
+        "bundle": root.name, "overlays": list(ovl), "overrides": settings["overrides"], "dataset": dataset,
+        "dataset_dir": str(Path(dataset_dir).resolve()), "folds": folds, "folds_run": [r["fold"] for r in results],
+        "folds_file": str(folds_path.resolve()), "device": dev,
+        "device_name": results[-1]["device_name"] if results else device_description(dev), "command": command,
+        "binary": classes is None,
+        "per_fold": [{k: v for k, v in r.items() if k not in ("rows", "settings")} for r in results],
+        "across_folds": fold_statistics([r["metrics"] for r in results]),
+        "timing": {key: fold_statistics([r for r in results], (key,))[key]
+                   for key in ("train_s", "infer_s_per_volume")},
+        "params": results[-1]["params"], "weights_mb": results[-1]["weights_mb"], "pooled": pooled,
+    }
+    _write_json(out / "summary.json", summary)
+    (out / "summary.md").write_text(summary_markdown(summary))
+    logger.info("cross-validation summary: %s", out / "summary.md")
+    return str(out)
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """Render a crossval ``summary.json`` as Markdown (settings, one row per fold, mean ± std over folds)."""
+    from spine_monai.metrics.segmentation import metrics_markdown_table
+
+    cols = ("dice", "jaccard", "precision", "recall", "hd", "hd95")
+    pct = {"dice", "jaccard", "precision", "recall"}
+    name = "+".join([summary["bundle"], *summary["overlays"]])
+    lines = [f"# Cross-validation: {name}", "",
+             f"- dataset: {summary['dataset']} ({summary['dataset_dir']})",
+             f"- folds: {len(summary['folds_run'])} of {summary['folds']} run ({summary['folds_run']}); "
+             f"folds file {summary['folds_file']}",
+             f"- device: {summary['device_name']}", f"- overrides: `{json.dumps(summary['overrides'])}`",
+             f"- parameters: {summary['params']:,}; weights {summary['weights_mb']:.1f} MiB",
+             f"- command: `{summary['command']}`", "",
+             "Overlap metrics in %, distances in mm (HD = Hausdorff distance, the paper's HSD). The ± is the sample "
+             "standard deviation over the fold means.", "",
+             "| fold | train / test | " + " | ".join(cols) + " | train (s) | inference (s / volume) |",
+             "|---|---|" + "---|" * (len(cols) + 2)]
+    for r in summary["per_fold"]:
+        cells = [f"{r['metrics'][m] * (100 if m in pct else 1):.2f}" for m in cols]
+        lines.append(f"| {r['fold']} | {r['n_train']} / {r['n_test']} | " + " | ".join(cells)
+                     + f" | {r['train_s']:.1f} | {r['infer_s_per_volume']:.2f} |")
+    af, tm = summary["across_folds"], summary["timing"]
+    cells = [f"{af[m]['mean'] * (100 if m in pct else 1):.2f} ± {af[m]['std'] * (100 if m in pct else 1):.2f}"
+             for m in cols]
+    lines.append("| **mean ± std** | | " + " | ".join(cells) + f" | {tm['train_s']['mean']:.1f} | "
+                 f"{tm['infer_s_per_volume']['mean']:.2f} |")
+    lines += ["", "Pooled over all test cases (mean ± std over cases):", "",
+              metrics_markdown_table(summary["pooled"], metrics=("dice", "jaccard", "precision", "recall", "hd",
+                                                                 "hd95"))]
+    return "\n".join(lines)

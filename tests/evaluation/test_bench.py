@@ -1,0 +1,87 @@
+"""Benchmark: sizes, the timing loop, one measurement in-process, and a tiny full run with child processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spine_monai.evaluation.bench import _timed, bench, measure, parse_sizes
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "saunet_spine_mri_segmentation"
+TINY = {"features": [4, 8, 16], "unet3d_features": [4, 4, 8, 8, 16, 4], "patch_size": [-1, 32, 32], "num_samples": 1}
+UNET3D_TINY = {"unet3d": {"patch_size": [16, 32, 32], "roi_size": [16, 32, 32]}}
+
+
+def test_parse_sizes():
+    assert parse_sizes("15x512x512,15x960x960") == [(15, 512, 512), (15, 960, 960)]
+    assert parse_sizes([[3, 32, 32]]) == [(3, 32, 32)]
+    assert parse_sizes((3, 32, 32)) == [(3, 32, 32)]
+    assert parse_sizes(["3x32x32"]) == [(3, 32, 32)]
+    assert parse_sizes(None) == []
+    with pytest.raises(ValueError, match="three positive"):
+        parse_sizes("15x512")
+    with pytest.raises(ValueError, match="three positive"):
+        parse_sizes([[0, 32, 32]])
+
+
+def test_timed_repeats_and_budget():
+    calls = []
+    res = _timed(lambda: calls.append(1), warmup=1, repeats=3, budget=None, sync=lambda: None)
+    assert len(calls) == 4 and res["runs"] == 3 and not res["first_run_used"] and res["median_s"] >= 0
+    calls.clear()
+    res = _timed(lambda: calls.append(1), warmup=1, repeats=3, budget=0.0, sync=lambda: None)
+    assert len(calls) == 1 and res["runs"] == 0 and res["first_run_used"]  # the first run exceeded the budget
+    assert res["median_s"] == res["warmup_s"][0]
+
+
+def _job(kind: str, overlays: list[str], infer: dict, train: dict, inferer: str = "network") -> dict:
+    return {"kind": kind, "bundle": str(BUNDLE), "overlays": overlays, "infer_overrides": infer,
+            "train_overrides": train, "size": [3, 32, 32], "device": "cpu", "inferer": inferer, "repeats": 2,
+            "warmup": 0, "budget": None, "threads": 1, "amp": True}
+
+
+def test_measure_infer_network_and_train():
+    res = measure(_job("infer", [], {"features": [4, 8, 16]}, {}))
+    assert res["params"] > 0 and res["flops"] > 0 and res["median_s"] > 0
+    assert res["runs"] == 2 and res["peak_rss_mb"] > 0 and res["rss_before_mb"] > 0
+    assert "whole volume" in res["inferer"]
+    train = {"features": [4, 8, 16], "patch_size": [-1, 32, 32], "num_samples": 2}
+    res = measure(_job("train", [], {}, train))
+    assert res["input_shape"] == [2, 1, 3, 32, 32] and res["median_s"] > 0
+
+
+def test_measure_sliding_window_counts_windows():
+    over = {"unet3d_features": [4, 4, 8, 8, 16, 4], "roi_size": [16, 16, 16]}
+    res = measure(_job("infer", ["baseline_unet3d"], over, {}, inferer="config"))
+    # a 3 x 32 x 32 input padded to 16 in depth; in-plane stride 16 * (1 - 0.25) = 12: 1 x 3 x 3 windows of 16^3
+    assert res["windows"] == 9
+    assert "SlidingWindowInferer" in res["inferer"] and "roi=[16, 16, 16]" in res["inferer"]
+    one = measure({**_job("infer", ["baseline_unet3d"], over, {}, inferer="network"), "size": [16, 16, 16]})
+    assert res["flops"] == 9 * one["flops"]
+
+
+@pytest.mark.slow
+def test_bench_tiny_run_writes_json_and_ratios(tmp_path):
+    md_path = bench(str(BUNDLE), sizes="3x32x32", methods="saunet,unet3d", repeats=2, warmup=1, threads=1,
+                    train=False, out=tmp_path, name="tiny", method_overrides=UNET3D_TINY, profile="saunet", **TINY)
+    data = json.loads((tmp_path / "tiny.json").read_text())
+    assert data["complete"] is True
+    env = data["environment"]
+    assert env["device"] == "cpu" and env["torch"] and env["monai"] and env["threads"] == 1
+    rows = {(r["method"], r["kind"]): r for r in data["results"]}
+    assert set(rows) == {("saunet", "infer"), ("unet3d", "infer")}  # training steps: see test_measure_*
+    for r in rows.values():
+        assert "error" not in r, r.get("error")
+        assert r["latency_s"] > 0 and r["peak_rss_mb"] > 0 and r["latency_s_ratio"] > 0
+    sau, u3d = rows[("saunet", "infer")], rows[("unet3d", "infer")]
+    assert sau["latency_s_ratio"] == 1.0 and sau["params_ratio"] == 1.0
+    assert u3d["latency_s_ratio"] == pytest.approx(u3d["latency_s"] / sau["latency_s"])
+    assert u3d["flops_ratio"] == pytest.approx(u3d["flops"] / sau["flops"])
+    assert u3d["windows"] == 1 and "SlidingWindowInferer" in u3d["inferer"]
+    target = next(t for t in data["targets"] if "latency" in t["target"])
+    assert target["value"] == pytest.approx(1.0 / u3d["latency_s_ratio"]) and target["met"] in (True, False)
+    md = Path(md_path).read_text()
+    assert "| SAU-Net | 3x32x32 |" in md and "Profile of SAU-Net" in md and "MONAI" in md

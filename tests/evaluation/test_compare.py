@@ -1,0 +1,107 @@
+"""Comparison tables rendered from synthetic per-fold results (no training) and the papers' numbers as data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spine_monai.evaluation.compare import COMPARISONS, compare, ours_label, render_tables
+from spine_monai.evaluation.paper_tables import PAPER_TABLES, format_value, paper_table
+
+REPO = Path(__file__).resolve().parents[2]
+SAU = COMPARISONS["saunet_spine_mri_segmentation"]
+CONTEXT = {"dataset": "phantoms", "folds": 5, "folds_run": 2, "device": "cpu (test CPU, 2 threads)",
+           "command": "python -m spine_monai compare saunet_spine_mri_segmentation --max_folds 2"}
+
+
+def _summary(dice: float, std: float, n: int = 2) -> dict:
+    stats = {m: {"mean": v, "std": s, "n": n} for m, v, s in
+             [("dice", dice, std), ("precision", 0.8, 0.01), ("recall", 0.9, 0.02), ("jaccard", 0.7, 0.03),
+              ("hd", 3.5, 0.25), ("hd95", 2.0, 0.1), ("msd", 0.5, 0.05)]}
+    return {"across_folds": stats, "params": 1_400_000, "weights_mb": 5.4,
+            "timing": {"infer_s_per_volume": {"mean": 1.25, "std": 0.05, "n": n},
+                       "train_s": {"mean": 600.0, "std": 10.0, "n": n}}}
+
+
+def test_paper_numbers_as_printed():
+    t1 = paper_table("saunet/table1")
+    assert t1.rows["SAU-Net"]["dice"] == (89.86, 0.10)
+    assert format_value(t1.rows["SAU-Net"]["dice"]) == "89.86 ± 0.10"
+    assert format_value(t1.rows["2D U-Net"]["hd"]) == "3.12 ± 0.035"
+    assert format_value(paper_table("saunet/table3").rows["SAU-Net (pre-trained on SpineSegT2W)"]["dice"]) == "89.31"
+    assert format_value(paper_table("saunet/table2").rows["3D U-Net"]["time"]) == "534s"
+    assert format_value(None) == "-"
+    assert paper_table("saunet/table4").rows["Ours w/o ISA"]["dice"] == (88.89, 0.20)
+    with pytest.raises(ValueError, match="unknown paper table"):
+        paper_table("saunet/table9")
+
+
+def test_paper_tables_are_complete():
+    for key, table in PAPER_TABLES.items():
+        assert key.split("/")[0] == table.paper
+        for label, row in table.rows.items():
+            assert set(row) <= set(table.columns), (key, label)
+            for value in row.values():
+                assert isinstance(value, str) or (len(value) == 2 and isinstance(value[0], float)), (key, label)
+
+
+def test_comparison_declarations_match_bundles_and_papers():
+    for bundle, spec in COMPARISONS.items():
+        configs = REPO / "bundles" / bundle / "configs"
+        assert spec.method in {m.key for m in spec.methods}
+        for m in spec.methods:
+            for overlay in m.overlays:
+                assert (configs / f"{overlay}.json").is_file(), overlay
+            for table, row in m.paper_rows.items():
+                assert row in paper_table(table).rows, (table, row)
+        for ts in spec.tables:
+            assert all(spec.get(k).paper_rows.get(ts.paper_table) for k in ts.methods), ts.paper_table
+        for t in spec.targets:
+            spec.get(t.method)
+    with pytest.raises(ValueError, match="unknown method"):
+        SAU.get("unet5d")
+
+
+def test_render_tables_ours_beside_paper():
+    summaries = {"unet2d": _summary(0.85, 0.004), "unet3d": _summary(0.88, 0.002), "saunet": _summary(0.9012, 0.0015),
+                 "no_isa": None}
+    md, data = render_tables(SAU, summaries, CONTEXT)
+    label = ours_label(CONTEXT)
+    assert label == "ours (phantoms, 2 of 5 folds, cpu (test CPU, 2 threads))"
+    assert "paper (SpineSegT2W, 5-fold)" in md and label in md and CONTEXT["command"] in md
+    # Table 1: the paper's and our rows, overlap metrics in percent, distances in mm
+    assert "| SAU-Net | paper (SpineSegT2W, 5-fold) | 89.86 ± 0.10 | 89.75 ± 0.24 | 90.41 ± 0.36 | 81.56 ± 0.20 | " \
+           "1.76 ± 0.023 |" in md
+    assert f"| SAU-Net | {label} | 90.12 ± 0.15 | 80.00 ± 1.00 | 90.00 ± 2.00 | 70.00 ± 3.00 | 3.50 ± 0.250 |" in md
+    assert "| 2D U-Net | paper (SpineSegT2W, 5-fold) | 88.06 ± 0.16 |" in md
+    # Table 2: time and size beside the paper's
+    assert "| 3D U-Net | 534s | 83M | 1.25 ± 0.05 | 600 | 1.40M | 5.4 MiB |" in md
+    # Table 4: the ablation that did not run says so
+    assert f"| SAU-Net w/o ISA | {label} | not run |" in md
+    assert "| SAU-Net w/o ISA | paper (SpineSegT2W, 5-fold) | 88.89 ± 0.20 |" in md
+    assert [t["table"] for t in data["tables"]] == ["Table 1", "Table 2", "Table 4"]
+    t1 = data["tables"][0]["rows"]
+    assert t1[4] == {"method": "SAU-Net", "source": "paper (SpineSegT2W, 5-fold)",
+                     "values": {"dice": "89.86 ± 0.10", "precision": "89.75 ± 0.24", "recall": "90.41 ± 0.36",
+                                "jaccard": "81.56 ± 0.20", "hd": "1.76 ± 0.023"}}
+
+
+def test_render_tables_one_fold_has_no_spread():
+    md, _ = render_tables(SAU, {"saunet": _summary(0.9, 0.0, n=1)}, {**CONTEXT, "folds_run": 1})
+    assert "ours (phantoms, 1 of 5 folds" in md
+    assert "| 90.00 | 80.00 | 90.00 | 70.00 | 3.50 |" in md
+
+
+def test_compare_rejects_bad_arguments(tmp_path):
+    bundle = str(REPO / "bundles" / "saunet_spine_mri_segmentation")
+    with pytest.raises(ValueError, match="unknown method"):
+        compare(bundle, str(tmp_path), methods="saunet,unet5d")
+    with pytest.raises(ValueError, match="epoch"):
+        compare(bundle, str(tmp_path), methods="saunet", epoch=1)
+    with pytest.raises(ValueError, match="unknown methods"):
+        compare(bundle, str(tmp_path), method_overrides={"unet5d": {"epochs": 1}})
+    with pytest.raises(ValueError, match="no comparison"):
+        from spine_monai.evaluation.compare import comparison_for
+
+        comparison_for(tmp_path)

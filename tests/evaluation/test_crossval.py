@@ -1,0 +1,134 @@
+"""Cross-validation: folds written once and reused, per-fold results, resume, summary (SAU-Net bundle, tiny run)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from spine_monai.data.datalist import write_datalist
+from spine_monai.evaluation.crossval import (
+    bundle_classes,
+    crossval,
+    fold_statistics,
+    parse_overlays,
+    prepare_folds,
+    split_overrides,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "saunet_spine_mri_segmentation"
+TINY = {"features": [4, 8, 16], "pixdim": [4.0, 2.5, 2.5], "num_workers": 0, "patch_size": [-1, 32, 32],
+        "num_samples": 1, "roi_size": [-1, 64, 64], "epochs": 1}
+
+
+def _pairs(folder: Path, n: int = 4) -> Path:
+    """``<case>_img`` / ``<case>_label`` pairs of 4 x 8 x 8 voxels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        lab = np.zeros((4, 8, 8), np.uint8)
+        lab[1:3, 2:6, 2:5] = 1
+        nib.save(nib.Nifti1Image(lab.astype(np.float32) * 100, np.eye(4)), str(folder / f"c{i}_img.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(folder / f"c{i}_label.nii.gz"))
+    return folder
+
+
+def test_parse_overlays():
+    assert parse_overlays(None) == ()
+    assert parse_overlays("a, b") == ("a", "b")
+    assert parse_overlays(["baseline_unet3d"]) == ("baseline_unet3d",)
+
+
+def test_fold_statistics_sample_std():
+    stats = fold_statistics([{"dice": 0.8}, {"dice": 0.9}, {"dice": 1.0}], ("dice",))
+    assert stats["dice"]["mean"] == pytest.approx(0.9)
+    assert stats["dice"]["std"] == pytest.approx(0.1)  # ddof=1
+    assert fold_statistics([{"dice": 0.5}], ("dice",))["dice"] == {"mean": 0.5, "std": 0.0, "n": 1}
+
+
+def test_bundle_is_binary():
+    assert bundle_classes(BUNDLE) is None
+
+
+def test_split_overrides_routes_and_rejects():
+    train, infer = split_overrides(BUNDLE, (), {"epochs": 2, "features": [4, 8]})
+    assert train == {"epochs": 2, "features": [4, 8]} and infer == {"features": [4, 8]}
+    train, infer = split_overrides(BUNDLE, ("baseline_unet3d",), {"unet3d_features": [4] * 6})
+    assert "unet3d_features" in train and "unet3d_features" in infer
+    with pytest.raises(ValueError, match="epoch"):
+        split_overrides(BUNDLE, (), {"epoch": 1})
+    with pytest.raises(ValueError, match="fold"):
+        split_overrides(BUNDLE, (), {"fold": 1})
+
+
+def test_prepare_folds_from_pairs_is_fixed_and_reused(tmp_path):
+    data = _pairs(tmp_path / "pairs")
+    first = prepare_folds(data, tmp_path / "a" / "folds.json", folds=2, seed=5)
+    again = prepare_folds(data, tmp_path / "b" / "folds.json", folds=2, seed=5)
+    folds_a = {it["case"]: it["fold"] for it in json.loads(first.read_text())["training"]}
+    folds_b = {it["case"]: it["fold"] for it in json.loads(again.read_text())["training"]}
+    assert folds_a == folds_b and sorted(folds_a.values()) == [0, 0, 1, 1]
+    assert prepare_folds(data, first, folds=2) == first  # an existing file is reused as it is
+    with pytest.raises(ValueError, match="folds"):
+        prepare_folds(data, first, folds=3)
+
+
+def test_prepare_folds_keeps_datalist_folds_or_reassigns(tmp_path):
+    data = _pairs(tmp_path / "pairs")
+    items = [{"image": str(data / f"c{i}_img.nii.gz"), "label": str(data / f"c{i}_label.nii.gz"), "fold": i % 2}
+             for i in range(4)]
+    write_datalist(items, data / "datalist.json", folds=2, seed=0)
+    kept = json.loads(prepare_folds(data, tmp_path / "k.json", folds=2).read_text())
+    assert [it["fold"] for it in kept["training"]] == [0, 1, 0, 1]
+    assert Path(tmp_path / kept["training"][0]["image"]).resolve() == (data / "c0_img.nii.gz").resolve()
+    other = json.loads(prepare_folds(data, tmp_path / "r.json", folds=4).read_text())
+    assert sorted(it["fold"] for it in other["training"]) == [0, 1, 2, 3]
+
+
+def test_prepare_folds_without_data_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        prepare_folds(tmp_path, tmp_path / "f.json", folds=2)
+
+
+@pytest.mark.slow
+def test_crossval_two_folds_files_and_resume(tmp_path):
+    from spine_monai.data.phantoms import make_phantom_dataset
+
+    data = Path(make_phantom_dataset(n=4, out=tmp_path / "data", seed=3, folds=2, shape_scale=0.25,
+                                     progress=False)).parent
+    out = tmp_path / "cv"
+    folder = Path(crossval(str(BUNDLE), str(data), folds=2, out=out, device="cpu", progress=False, **TINY))
+    assert folder == out
+    # the dataset's own folds are used
+    given = {Path(it["image"]).name: it["fold"] for it in json.loads((data / "datalist.json").read_text())["training"]}
+    used = {Path(it["image"]).name: it["fold"] for it in json.loads((out / "folds.json").read_text())["training"]}
+    assert used == given
+    for k in (0, 1):
+        result = json.loads((out / f"fold_{k}" / "result.json").read_text())
+        assert result["n_test"] == 2 and result["n_train"] == 2
+        assert result["train_s"] > 0 and result["infer_s_per_volume"] > 0 and len(result["infer_s_volumes"]) == 2
+        assert result["device"] == "cpu" and result["params"] > 0 and result["weights_mb"] > 0
+        assert 0.0 <= result["metrics"]["dice"] <= 1.0
+        assert len(list((out / f"fold_{k}" / "pred").glob("*_seg.nii.gz"))) == 2
+        with open(out / f"fold_{k}" / "metrics.csv") as f:
+            assert len(list(csv.DictReader(f))) == 2
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["fold"] for r in rows) == ["0", "0", "1", "1"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["folds_run"] == [0, 1] and summary["binary"] is True
+    assert summary["across_folds"]["dice"]["n"] == 2
+    assert summary["across_folds"]["dice"]["mean"] == pytest.approx(
+        np.mean([p["metrics"]["dice"] for p in summary["per_fold"]]))
+    assert "mean ± std" in (out / "summary.md").read_text()
+    # resume: both folds are skipped, nothing is recomputed
+    stamp = (out / "fold_0" / "result.json").stat().st_mtime_ns
+    crossval(str(BUNDLE), str(data), folds=2, out=out, device="cpu", progress=False, **TINY)
+    assert (out / "fold_0" / "result.json").stat().st_mtime_ns == stamp
+    # other settings in the same folder are refused
+    with pytest.raises(ValueError, match="other settings"):
+        crossval(str(BUNDLE), str(data), folds=2, out=out, device="cpu", progress=False, **{**TINY, "epochs": 2})
