@@ -15,6 +15,8 @@ from typing import Any
 def _call(target: str, *args: Any, **kwargs: Any) -> Any:
     module_name, func_name = target.rsplit(":", 1)
     func = getattr(import_module(module_name), func_name)
+    if kwargs.pop("help", False) or kwargs.pop("h", False):  # commands with **kwargs would otherwise run
+        return func.__doc__
     return func(*args, **kwargs)
 
 

@@ -72,7 +72,7 @@ class DenseUNet2D(nn.Module):
         growth_rate: channels added by each dense unit, per level (int for all levels, or a sequence);
             default ``max(features[l] // 2, 4)``.
         dense_layers: Conv-BN-ReLU units per dense block.
-        act: activation (MONAI name or tuple); the paper uses ReLU.
+        act: activation (MONAI name or tuple); the paper uses ReLU (in place by default, to save memory).
         norm: normalisation (MONAI name or tuple); the paper uses batch normalisation.
         dropout: dropout inside the dense units.
 
@@ -87,7 +87,7 @@ class DenseUNet2D(nn.Module):
         features: Sequence[int] = (16, 32, 64, 128, 256),
         growth_rate: int | Sequence[int] | None = None,
         dense_layers: int = 2,
-        act: str | tuple = "relu",
+        act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = "batch",
         dropout: float | tuple | None = None,
     ) -> None:

@@ -52,7 +52,7 @@ class SAUNet(nn.Module):
         use_isa: apply inter-slice attention (``False`` is the paper's ablation without ISA).
         slice_dim: spatial axis (0, 1 or 2) of the slices.
         slice_chunk: slices processed together in evaluation mode.
-        act: activation; the paper uses ReLU.
+        act: activation; the paper uses ReLU (in place by default, to save memory).
         norm: normalisation; the paper uses batch normalisation.
         dropout: dropout in the dense units.
 
@@ -76,7 +76,7 @@ class SAUNet(nn.Module):
         use_isa: bool = True,
         slice_dim: int = 0,
         slice_chunk: int = 8,
-        act: str | tuple = "relu",
+        act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = "batch",
         dropout: float | tuple | None = None,
     ) -> None:
