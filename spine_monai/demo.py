@@ -68,6 +68,8 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
     from spine_monai.data.phantoms import make_phantom_dataset, render_overlay
     from spine_monai.metrics.segmentation import aggregate, evaluate_pairs, metrics_markdown_table, write_metrics_csv
 
+    if n < 2 or n_test < 2:
+        raise ValueError(f"the demo needs n >= 2 training and n_test >= 2 test phantoms, got n={n}, n_test={n_test}.")
     out = Path(out).resolve()
     if (out / "summary.json").exists() and not overwrite:
         raise ValueError(f"{out} already holds a demo run; pass --overwrite or choose another --out.")
@@ -79,12 +81,13 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
     timings: dict[str, float] = {}
 
     logger.info("1/4 writing %d training and %d test phantoms to %s", n, n_test, out)
-    data_dir = Path(make_phantom_dataset(n=n, out=out / "data", seed=seed, folds=5, shape_scale=shape_scale)).parent
+    data_dir = Path(make_phantom_dataset(n=n, out=out / "data", seed=seed, folds=min(5, n),
+                                         shape_scale=shape_scale)).parent
     test_dir = Path(make_phantom_dataset(n=n_test, out=out / "test", seed=seed + 1000, folds=2,
                                          shape_scale=shape_scale)).parent
     timings["phantoms_s"] = time.perf_counter() - t0
 
-    logger.info("2/4 training SAU-Net (%s) on %s", dev, dev)
+    logger.info("2/4 training SAU-Net on %s", dev)
     t = time.perf_counter()
     train_overrides = {**settings, "device": f"$torch.device('{dev}')", "ckpt_dir": str(out / "models"),
                        "output_dir": str(out / "train_logs"), "num_workers": num_workers, "fold": 0}

@@ -14,7 +14,8 @@ IMAGE_PATTERNS = ("*.nii.gz", "*.nii", "*.mha", "*.mhd", "*.nrrd")
 def list_images(dataset_dir: str | os.PathLike, subdirs: tuple[str, ...] = ("imagesTs", "imagesTr")) -> list[dict]:
     """Data list ``[{"image": path}, ...]`` for an inference run.
 
-    ``dataset_dir`` may be one image file, a DICOM series folder, a folder with ``imagesTs/`` (or else ``imagesTr/``) as written by
+    ``dataset_dir`` may be one image file, a DICOM series folder, a folder with ``imagesTs/`` (or else
+    ``imagesTr/``) as written by
     ``python -m spine_monai phantoms``, or a folder of images. Label files (``*_label*``, ``*_seg*``) are skipped.
 
     Raises:

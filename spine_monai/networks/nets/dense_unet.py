@@ -108,7 +108,9 @@ class DenseUNet2D(nn.Module):
         else:
             growth = tuple(int(g) for g in growth_rate)
         if len(growth) != len(features) or min(growth) < 1:
-            raise ValueError(f"growth_rate must be a positive int or one per level ({len(features)}), got {growth_rate}.")
+            raise ValueError(
+                f"growth_rate must be a positive int or one per level ({len(features)}), got {growth_rate}."
+            )
 
         self.features = features
         self.size_divisor = 2 ** (len(features) - 1)
