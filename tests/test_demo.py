@@ -19,7 +19,7 @@ def test_demo_tiny(tmp_path):
            "--shape_scale", "0.25", "--num_workers", "0", "--epochs", "1", "--val_interval", "1",
            "--features", "[4,8,16]", "--pixdim", "[4.0,2.5,2.5]", "--patch_size", "[-1,32,32]",
            "--roi_size", "[-1,64,64]"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     for name in ("segmentation.nii.gz", "overlay.png", "metrics.csv", "metrics.md", "summary.json"):
         assert (out / name).is_file(), name
@@ -31,5 +31,5 @@ def test_demo_tiny(tmp_path):
     assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
     assert "--epochs 1" in (out / "metrics.md").read_text()
     # a second run into the same folder is refused instead of overwriting results
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert again.returncode == 2 and "already holds a demo run" in again.stderr

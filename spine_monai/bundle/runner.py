@@ -102,8 +102,11 @@ def train_bundle(bundle: str | os.PathLike, dataset_dir: str | os.PathLike, over
 
 def infer_bundle(bundle: str | os.PathLike, dataset_dir: str | os.PathLike, output_dir: str | os.PathLike,
                  ckpt: str | os.PathLike | None = None, overlays: Sequence[str] = (), progress: bool = True,
-                 **override: Any) -> list[Path]:
-    """Run ``configs/inference.json`` (+ overlays) on an image or folder; return the written label files."""
+                 timings: list[float] | None = None, **override: Any) -> list[Path]:
+    """Run ``configs/inference.json`` (+ overlays) on an image or folder; return the written label files.
+
+    If ``timings`` is a list, the seconds per volume (from fetching it to its label being written) are appended.
+    """
     output_dir = Path(output_dir)
     before = set(output_dir.glob("*")) if output_dir.is_dir() else set()
     if ckpt is not None:
@@ -111,8 +114,18 @@ def infer_bundle(bundle: str | os.PathLike, dataset_dir: str | os.PathLike, outp
     wf = make_workflow(bundle, ["inference", *overlays], "infer", dataset_dir=str(dataset_dir),
                        output_dir=str(output_dir), **override)
     wf.initialize()
+    evaluator = wf.parser.get_parsed_content("evaluator")
+    if timings is not None:
+        import time
+
+        from ignite.engine import Events
+
+        start = [0.0]
+        evaluator.add_event_handler(Events.GET_BATCH_STARTED, lambda _: start.__setitem__(0, time.perf_counter()))
+        evaluator.add_event_handler(Events.ITERATION_COMPLETED,
+                                    lambda _: timings.append(time.perf_counter() - start[0]))
     if progress:
-        _attach_progress(wf.parser.get_parsed_content("evaluator"), "infer", with_loss=False)
+        _attach_progress(evaluator, "infer", with_loss=False)
     try:
         wf.run()
     finally:

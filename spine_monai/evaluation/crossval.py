@@ -187,32 +187,12 @@ def prepare_folds(dataset_dir: str | os.PathLike, folds_file: str | os.PathLike,
 
 def _infer_timed(bundle_root: Path, items: Sequence[Mapping[str, Any]], output_dir: Path, ckpt: Path,
                  overlays: Sequence[str], progress: bool, **override: Any) -> list[float]:
-    """Run ``inference.json`` on ``items``; seconds per volume from fetching it to its label file being written.
+    """Run ``inference.json`` on ``items``; seconds per volume from fetching it to its label file being written."""
+    from spine_monai.bundle.runner import infer_bundle
 
-    Same as :func:`spine_monai.bundle.runner.infer_bundle` plus a timer on the evaluator's events.
-    """
-    from ignite.engine import Events
-
-    from spine_monai.bundle.runner import make_workflow
-
-    override = {**override, "datalist": [{"image": str(it["image"])} for it in items],
-                "handlers#0#load_path": str(ckpt)}
-    wf = make_workflow(bundle_root, ["inference", *overlays], "infer", dataset_dir=str(output_dir),
-                       output_dir=str(output_dir), **override)
-    wf.initialize()
-    evaluator = wf.parser.get_parsed_content("evaluator")
     times: list[float] = []
-    start: list[float] = [0.0]
-    evaluator.add_event_handler(Events.GET_BATCH_STARTED, lambda _: start.__setitem__(0, time.perf_counter()))
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda _: times.append(time.perf_counter() - start[0]))
-    if progress:
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(persist=False, desc="infer").attach(evaluator)
-    try:
-        wf.run()
-    finally:
-        wf.finalize()
+    infer_bundle(bundle_root, output_dir, output_dir, ckpt=ckpt, overlays=overlays, progress=progress,
+                 timings=times, datalist=[{"image": str(it["image"])} for it in items], **override)
     return times
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from segmentation_models_pytorch.encoders import get_encoder
 
 from spine_monai.networks.blocks.danet_head import DANetHead
+from spine_monai.networks.nets.review.encoders import dilated_encoder
 
 __all__ = ["DANet"]
 
@@ -52,10 +52,7 @@ class DANet(nn.Module):
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be positive, got {in_channels}, {out_channels}.")
-        if output_stride not in (8, 16):
-            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}.")
-        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=None,
-                                   output_stride=output_stride)
+        self.encoder = dilated_encoder(encoder_name, in_channels, output_stride)
         self.head = DANetHead(2, self.encoder.out_channels[-1], out_channels, norm=norm, act=act, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

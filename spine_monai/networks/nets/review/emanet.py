@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-from segmentation_models_pytorch.encoders import get_encoder
 
 from spine_monai.networks.blocks.em_attention import EMAttention
+from spine_monai.networks.nets.review.encoders import dilated_encoder
 
 __all__ = ["EMANet"]
 
@@ -69,10 +69,7 @@ class EMANet(nn.Module):
         if min(in_channels, out_channels, mid_channels, head_channels) < 1:
             raise ValueError(f"channels must be positive, got in={in_channels}, out={out_channels}, "
                              f"mid={mid_channels}, head={head_channels}.")
-        if output_stride not in (8, 16):
-            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}.")
-        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=None,
-                                   output_stride=output_stride)
+        self.encoder = dilated_encoder(encoder_name, in_channels, output_stride)
         self.fc0 = Convolution(2, self.encoder.out_channels[-1], mid_channels, act=act, norm=norm, bias=False)
         self.emau = EMAttention(2, mid_channels, num_bases=num_bases, num_iters=num_iters, momentum=momentum,
                                 norm=norm)

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-from segmentation_models_pytorch.encoders import get_encoder
 
 from spine_monai.networks.blocks.psa import PointwiseSpatialAttention
+from spine_monai.networks.nets.review.encoders import dilated_encoder
 
 __all__ = ["PSANet"]
 
@@ -71,10 +71,7 @@ class PSANet(nn.Module):
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be positive, got {in_channels}, {out_channels}.")
-        if output_stride not in (8, 16):
-            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}.")
-        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=5, weights=None,
-                                   output_stride=output_stride)
+        self.encoder = dilated_encoder(encoder_name, in_channels, output_stride)
         enc_channels = self.encoder.out_channels[-1]
         self.psa = PointwiseSpatialAttention(enc_channels, mid_channels, mask_size, shrink_factor, norm=norm, act=act)
         self.head = nn.Sequential(
