@@ -58,11 +58,18 @@ class Method:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One of the paper's tables to reproduce: ``kind`` ``"metrics"`` (quality) or ``"cost"`` (time and size)."""
+    """One of the paper's tables to reproduce: ``kind`` ``"metrics"`` (quality) or ``"cost"`` (time and size).
+
+    ``default``: written when ``compare`` is not told which tables to write (Table 3 of SAU-Net, a single method on
+    another dataset, is asked for with ``--tables saunet/table3``). ``paper_setting``: the paper's protocol for this
+    table when it differs from the comparison's.
+    """
 
     paper_table: str
     methods: tuple[str, ...]
     kind: str = "metrics"
+    default: bool = True
+    paper_setting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,14 @@ COMPARISONS: dict[str, Comparison] = {
             Method("unet3d", "3D U-Net", ("baseline_unet3d",),
                    {"saunet/table1": "3D U-Net", "saunet/table2": "3D U-Net"}, bench_inferer="config"),
             Method("saunet", "SAU-Net", (), {"saunet/table1": "SAU-Net", "saunet/table2": "SAU-Net",
-                                             "saunet/table4": "Ours w/ ISA"}),
+                                             "saunet/table3": "SAU-Net (leave-one-out)", "saunet/table4": "Ours w/ ISA"}),
             Method("no_isa", "SAU-Net w/o ISA", ("ablation_no_isa",), {"saunet/table4": "Ours w/o ISA"}),
         ),
         tables=(TableSpec("saunet/table1", ("unet2d", "unet3d", "saunet")),
                 TableSpec("saunet/table2", ("unet2d", "unet3d", "saunet"), kind="cost"),
-                TableSpec("saunet/table4", ("no_isa", "saunet"))),
+                TableSpec("saunet/table4", ("no_isa", "saunet")),
+                TableSpec("saunet/table3", ("saunet",), default=False,
+                          paper_setting="Chu et al. 2015 lower-spine MRI, 23 cases, leave-one-out")),
         bench_sizes=((15, 512, 512), (15, 960, 960)),
         targets=(BenchTarget("SAU-Net latency <= 0.5 x 3D U-Net", "saunet", "latency_s", 0.5, ratio_to="unet3d"),
                  BenchTarget("SAU-Net peak CPU memory < 4 GB at 15x960x960", "saunet", "peak_rss_mb", 4096.0,
@@ -174,13 +183,14 @@ def _row(method: str, source: str, columns: Sequence[str], cells: Sequence[str])
 
 
 def render_tables(spec: Comparison, summaries: Mapping[str, Mapping[str, Any] | None],
-                  context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+                  context: Mapping[str, Any], tables: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
     """Markdown and JSON of the paper's tables with our cross-validation results beside the paper's numbers.
 
     Args:
         spec: the bundle's comparison.
         summaries: ``{method key: crossval summary.json content}``; a missing or ``None`` entry shows "not run".
         context: ``dataset``, ``folds``, ``folds_run``, ``device`` and ``command`` of our runs.
+        tables: paper table keys to write (``"saunet/table3"``); default the spec's default tables.
 
     Returns:
         ``(markdown, json-able dict)``.
@@ -189,12 +199,16 @@ def render_tables(spec: Comparison, summaries: Mapping[str, Mapping[str, Any] | 
     paper_src = f"paper ({spec.paper_setting})"
     md = [f"# {spec.title}: our results beside the paper's", "",
           f"- **{ours}**: command `{context['command']}`",
-          f"- **{paper_src}**: numbers as printed in the paper; see spine_monai/evaluation/paper_tables.py", "",
+          "- **paper (<its setting>)**: numbers as printed in the paper; see spine_monai/evaluation/paper_tables.py",
+          f"- every method ran on the same folds ({context.get('folds_file', 'folds.json')}); its tested checkpoint "
+          f"is the best validation Dice on {context.get('val_fraction', 0.1):.0%} of each fold's training cases, "
+          "held out of training; the test fold is never seen before testing", "",
           "Ours: mean ± sample std over the fold means (the mean alone when one fold ran); overlap metrics in %, "
           "distances in mm (HSD = Hausdorff distance, maximum of the symmetric surface distances).", ""]
-    tables = []
-    for ts in spec.tables:
+    written = []
+    for ts in select_tables(spec, tables):
         pt = paper_table(ts.paper_table)
+        paper_src = f"paper ({ts.paper_setting or spec.paper_setting})"
         md += [f"## {pt.table}: {pt.caption}", "", f"Paper: Section {pt.section}; {pt.setting}.", ""]
         rows = []
         if ts.kind == "metrics":
@@ -208,6 +222,12 @@ def render_tables(spec: Comparison, summaries: Mapping[str, Mapping[str, Any] | 
                 md.append(f"| {m.label} | {paper_src} | " + " | ".join(paper_cells) + " |")
                 md.append(f"| {m.label} | {ours} | " + " | ".join(our_cells) + " |")
                 rows += [_row(m.label, paper_src, pt.columns, paper_cells), _row(m.label, ours, pt.columns, our_cells)]
+            used = {spec.get(key).paper_rows.get(ts.paper_table) for key in ts.methods}
+            for name, paper_row in pt.rows.items():  # the paper's other rows (e.g. Chu et al.), theirs only
+                if name not in used:
+                    cells = [format_value(paper_row.get(c)) for c in pt.columns]
+                    md.append(f"| {name} | {paper_src} | " + " | ".join(cells) + " |")
+                    rows.append(_row(name, paper_src, pt.columns, cells))
         else:
             ours_cols = ["inference (s / volume)", "training (s / fold)", "parameters", "weights"]
             md.append("| Method | " + " | ".join(f"paper: {pt.header(c)}" for c in pt.columns) + " | "
@@ -223,21 +243,38 @@ def render_tables(spec: Comparison, summaries: Mapping[str, Mapping[str, Any] | 
         if pt.notes:
             md += ["", f"Note on the paper's table: {pt.notes}"]
         md.append("")
-        tables.append({"table": pt.table, "paper_table": ts.paper_table, "caption": pt.caption, "rows": rows})
-    return "\n".join(md), {"context": dict(context), "ours": ours, "paper": paper_src, "tables": tables}
+        written.append({"table": pt.table, "paper_table": ts.paper_table, "caption": pt.caption, "rows": rows})
+    return "\n".join(md), {"context": dict(context), "ours": ours, "paper": paper_src, "tables": written}
 
 
-def _method_overrides(root: Path, method: Method, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def select_tables(spec: Comparison, tables: str | Sequence[str] | None = None) -> list[TableSpec]:
+    """The :class:`TableSpec` s named in ``tables`` (``"saunet/table1,saunet/table3"`` or a list), in the spec's
+    order; the default ones when ``tables`` is ``None``. ValueError naming the known tables otherwise."""
+    from spine_monai.evaluation.crossval import parse_overlays
+
+    if tables is None:
+        return [ts for ts in spec.tables if ts.default]
+    wanted = parse_overlays(tables)
+    known = [ts.paper_table for ts in spec.tables]
+    unknown = [t for t in wanted if t not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown tables {unknown or wanted}; this bundle's tables are {known}.")
+    return [ts for ts in spec.tables if ts.paper_table in wanted]
+
+
+def _method_overrides(root: Path, overlays: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
     from spine_monai.evaluation.crossval import split_overrides
 
-    train, infer = split_overrides(root, method.overlays, overrides, strict=False)
+    train, infer = split_overrides(root, overlays, overrides, strict=False)
     return {k: v for k, v in overrides.items() if k in train or k in infer}
 
 
 def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None = None,
             methods: str | Sequence[str] | None = None, out: str | os.PathLike | None = None, seed: int = 0,
             device: str = "auto", method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-            overwrite: bool = False, progress: bool = True, **overrides: Any) -> str:
+            overlays: str | Sequence[str] | None = None, include: str | Sequence[str] | None = None,
+            tables: str | Sequence[str] | None = None, val_fraction: float = 0.1, overwrite: bool = False,
+            progress: bool = True, **overrides: Any) -> str:
     """Cross-validate a bundle's method, baselines and ablations on the same folds and write the paper's tables.
 
     Args:
@@ -252,6 +289,13 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
         device: ``"auto"``, ``"cpu"`` or ``"cuda:0"``.
         method_overrides: per-method overrides on top of ``overrides``, e.g. ``{"unet3d": {"patch_size": [16, 32,
             32]}}``.
+        overlays: bundle overlays for every method, applied before each method's own overlays (a dataset's
+            settings, e.g. ``real_lumbar_mri``).
+        include: case-id glob(s) selecting cases of the dataset (``"VB*"``), when the folds are assigned here.
+        tables: paper tables to write (``"saunet/table3"``); default the bundle's default tables. Only the methods
+            these tables show are run, unless ``methods`` says otherwise.
+        val_fraction: share of each fold's training cases held out for checkpoint selection (see
+            :func:`spine_monai.evaluation.crossval.crossval`).
         overwrite: recompute existing fold results.
         progress: progress bars.
         overrides: config overrides for every method that defines the id (e.g. ``epochs=50``,
@@ -268,26 +312,30 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
 
     root = resolve_bundle(bundle)
     spec = comparison_for(root)
-    keys = parse_overlays(methods) or tuple(m.key for m in spec.methods)
+    chosen_tables = select_tables(spec, tables)
+    shown = {k for ts in chosen_tables for k in ts.methods}
+    keys = parse_overlays(methods) or tuple(m.key for m in spec.methods if m.key in shown)
     selected = [spec.get(k) for k in keys]
+    common = parse_overlays(overlays)
     per_method = {k: dict(v) for k, v in (method_overrides or {}).items()}
     unknown = sorted(set(per_method) - {m.key for m in spec.methods})
     if unknown:
         raise ValueError(f"method_overrides for unknown methods {unknown}.")
-    filtered = {m.key: _method_overrides(root, m, overrides) for m in selected}
+    filtered = {m.key: _method_overrides(root, (*common, *m.overlays), overrides) for m in selected}
     unused = sorted(set(overrides) - {k for f in filtered.values() for k in f})
     if unused:
         raise ValueError(f"overrides {unused} are not ids of any selected method's configs.")
     out = Path(out) if out is not None else Path.cwd() / "compare" / root.name
     out.mkdir(parents=True, exist_ok=True)
-    folds_file = prepare_folds(dataset_dir, out / "folds.json", folds, seed)
+    folds_file = prepare_folds(dataset_dir, out / "folds.json", folds, seed, include)
     dev = resolve_device(device)
     summaries: dict[str, dict[str, Any]] = {}
     for m in selected:
         logger.info("compare: %s (%s)", m.label, ", ".join(m.overlays) or "the bundle's configs")
-        folder = crossval(str(root), dataset_dir, folds=folds, overlays=m.overlays, out=out / m.key, seed=seed,
-                          max_folds=max_folds, device=dev, folds_file=folds_file, overwrite=overwrite,
-                          progress=progress, **{**filtered[m.key], **per_method.get(m.key, {})})
+        folder = crossval(str(root), dataset_dir, folds=folds, overlays=(*common, *m.overlays), out=out / m.key,
+                          seed=seed, max_folds=max_folds, device=dev, folds_file=folds_file, overwrite=overwrite,
+                          progress=progress, val_fraction=val_fraction,
+                          **{**filtered[m.key], **per_method.get(m.key, {})})
         summaries[m.key] = json.loads((Path(folder) / "summary.json").read_text())
     first = next(iter(summaries.values()))
     args = ["python", "-m", "spine_monai", "compare", str(bundle), "--dataset_dir", str(dataset_dir), "--folds",
@@ -296,13 +344,22 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
         args += ["--max_folds", str(max_folds)]
     if methods is not None:
         args += ["--methods", ",".join(keys)]
+    if common:
+        args += ["--overlays", ",".join(common)]
+    if include is not None:
+        args += ["--include", ",".join(parse_overlays(include))]
+    if tables is not None:
+        args += ["--tables", ",".join(ts.paper_table for ts in chosen_tables)]
+    if float(val_fraction) != 0.1:
+        args += ["--val_fraction", str(val_fraction)]
     if per_method:
         args += ["--method_overrides", json.dumps(per_method, separators=(",", ":"))]
     for k, v in overrides.items():
         args += [f"--{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
     context = {"dataset": first["dataset"], "folds": folds, "folds_run": len(first["folds_run"]),
-               "device": first["device_name"], "command": shlex.join(args), "out": str(out)}
-    md, data = render_tables(spec, summaries, context)
+               "device": first["device_name"], "command": shlex.join(args), "out": str(out),
+               "folds_file": str(folds_file), "val_fraction": float(val_fraction)}
+    md, data = render_tables(spec, summaries, context, [ts.paper_table for ts in chosen_tables])
     data["comparison"] = asdict(spec)
     (out / "tables.md").write_text(md)
     (out / "tables.json").write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["crossval", "prepare_folds", "parse_overlays", "bundle_classes", "split_overrides", "resolve_device",
+__all__ = ["crossval", "prepare_folds", "inner_split", "parse_overlays", "bundle_classes", "split_overrides", "resolve_device",
            "device_description", "fold_statistics", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def prepare_folds(dataset_dir: str | os.PathLike, folds_file: str | os.PathLike,
     if datalist.is_file():
         data = json.loads(datalist.read_text())
         items = load_datalist(datalist)
-        includes = [include] if isinstance(include, str) else list(include or [])
+        includes = list(parse_overlays(include))
         if includes:
             items = [it for it in items if any(fnmatch.fnmatch(_case_id(it), p) for p in includes)]
         keep = data.get("folds") == folds and all("fold" in it for it in items)
@@ -202,6 +202,24 @@ def _count_params(bundle_root: Path, overlays: Sequence[str], override: Mapping[
     parser = make_workflow(bundle_root, ["inference", *overlays], "infer", **override).parser
     net = parser.get_parsed_content("network_def")
     return int(sum(p.numel() for p in net.parameters()))
+
+
+def inner_split(items: Sequence[Mapping[str, Any]], val_fraction: float,
+                seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a fold's training cases into (training, inner validation) for checkpoint selection.
+
+    ``max(1, round(val_fraction * n))`` cases drawn with ``numpy.random.default_rng(seed)``; the rest keep their
+    order. Needs at least two cases.
+
+    Raises:
+        ValueError: with fewer than two training cases.
+    """
+    items = [dict(it) for it in items]
+    if len(items) < 2:
+        raise ValueError(f"{len(items)} training case(s): need at least 2 to hold one out for checkpoint selection.")
+    n_val = min(len(items) - 1, max(1, round(float(val_fraction) * len(items))))
+    chosen = set(np.random.default_rng(seed).choice(len(items), size=n_val, replace=False).tolist())
+    return ([it for i, it in enumerate(items) if i not in chosen], [it for i, it in enumerate(items) if i in chosen])
 
 
 def fold_statistics(fold_means: Sequence[Mapping[str, float]],
@@ -239,8 +257,14 @@ def _command(bundle: str, dataset_dir: str, folds: int, overlays: Sequence[str],
 def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequence[str] | None = None,
              out: str | os.PathLike | None = None, seed: int = 0, max_folds: int | None = None, device: str = "auto",
              folds_file: str | os.PathLike | None = None, include: str | Sequence[str] | None = None,
-             overwrite: bool = False, progress: bool = True, strict: bool = True, **overrides: Any) -> str:
+             overwrite: bool = False, progress: bool = True, strict: bool = True, val_fraction: float = 0.1,
+             **overrides: Any) -> str:
     """Train and evaluate one configuration of a bundle on k fixed folds; resumable.
+
+    The held-out fold is only used for testing: the checkpoint that is tested (the best validation Dice during
+    training) is chosen on an inner validation set, ``val_fraction`` of the training folds' cases (at least one),
+    drawn with ``seed + fold`` and left out of training (see :func:`inner_split`). Choosing it on the test fold would
+    bias every method's numbers upwards.
 
     Args:
         bundle: bundle folder or name.
@@ -256,6 +280,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         overwrite: recompute folds whose results exist (otherwise they are skipped; their settings must match).
         progress: progress bars.
         strict: reject overrides that neither train.json nor inference.json (with overlays) define.
+        val_fraction: share of the training cases held out of training for checkpoint selection (0 < f < 1).
         overrides: config overrides, e.g. ``epochs=50, features=[8, 16, 32]`` (each goes to the configs defining it).
 
     Returns:
@@ -274,6 +299,8 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     n_run = folds if max_folds is None else int(max_folds)
     if not 1 <= n_run <= folds:
         raise ValueError(f"max_folds={max_folds!r} must be between 1 and folds={folds}.")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction={val_fraction!r} must be strictly between 0 and 1.")
     root = resolve_bundle(bundle)
     ovl = parse_overlays(overlays)
     out = Path(out) if out is not None else Path.cwd() / "crossval" / "+".join([root.name, *ovl])
@@ -287,8 +314,14 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
                                include)
     classes = bundle_classes(root)
     settings = json.loads(json.dumps({"bundle": root.name, "overlays": list(ovl), "overrides": dict(overrides),
-                                      "folds": folds, "folds_file": str(folds_path.resolve())}, default=str))
-    command = _command(str(bundle), str(dataset_dir), folds, ovl, out, overrides)
+                                      "folds": folds, "folds_file": str(folds_path.resolve()),
+                                      "val_fraction": float(val_fraction), "seed": seed}, default=str))
+    extra = dict(overrides)
+    if include is not None:
+        extra["include"] = ",".join(parse_overlays(include))
+    if float(val_fraction) != 0.1:
+        extra["val_fraction"] = float(val_fraction)
+    command = _command(str(bundle), str(dataset_dir), folds, ovl, out, extra)
     results = []
     for k in range(n_run):
         fold_dir = out / f"fold_{k}"
@@ -303,12 +336,18 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
         val_items = load_datalist(folds_path, fold=k, split="val")
-        n_train = len(load_datalist(folds_path, fold=k, split="train"))
-        logger.info("fold %d/%d: training on %d cases, testing on %d", k + 1, folds, n_train, len(val_items))
+        train_items, inner_val = inner_split(load_datalist(folds_path, fold=k, split="train"), val_fraction,
+                                             seed + k)
+        n_train = len(train_items)
+        _write_json(fold_dir / "split.json", {"fold": k, "train": [_case_id(it) for it in train_items],
+                                              "inner_val": [_case_id(it) for it in inner_val],
+                                              "test": [_case_id(it) for it in val_items]})
+        logger.info("fold %d/%d: training on %d cases (checkpoint chosen on %d more), testing on %d", k + 1, folds,
+                    n_train, len(inner_val), len(val_items))
         t0 = time.perf_counter()
         ckpt = train_bundle(root, dataset_dir, overlays=ovl, progress=progress, datalist=str(folds_path), fold=k,
                             ckpt_dir=str(fold_dir / "models"), output_dir=str(fold_dir / "train_logs"),
-                            **train_over)
+                            train_datalist=train_items, val_datalist=inner_val, **train_over)
         train_s = time.perf_counter() - t0
         pred_dir = fold_dir / "pred"
         t0 = time.perf_counter()
@@ -327,7 +366,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         write_metrics_csv(rows, fold_dir / "metrics.csv")
         group = aggregate(rows)["mean over classes"]
         result = {
-            "fold": k, "n_train": n_train, "n_test": len(val_items), "train_s": train_s,
+            "fold": k, "n_train": n_train, "n_inner_val": len(inner_val), "n_test": len(val_items), "train_s": train_s,
             "infer_s_per_volume": float(np.mean(times)) if times else math.nan, "infer_s_volumes": times,
             "infer_s_total": infer_total, "device": dev, "device_name": device_description(dev),
             "params": _count_params(root, ovl, infer_over), "weights_mb": ckpt.stat().st_size / 2**20,
@@ -343,6 +382,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     summary = {
         "bundle": root.name, "overlays": list(ovl), "overrides": settings["overrides"], "dataset": dataset,
         "dataset_dir": str(Path(dataset_dir).resolve()), "folds": folds, "folds_run": [r["fold"] for r in results],
+        "val_fraction": float(val_fraction),
         "folds_file": str(folds_path.resolve()), "device": dev,
         "device_name": results[-1]["device_name"] if results else device_description(dev), "command": command,
         "binary": classes is None,
@@ -369,16 +409,18 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
              f"- dataset: {summary['dataset']} ({summary['dataset_dir']})",
              f"- folds: {len(summary['folds_run'])} of {summary['folds']} run ({summary['folds_run']}); "
              f"folds file {summary['folds_file']}",
+             f"- checkpoint selection: best validation Dice on {summary.get('val_fraction', 0.1):.0%} of each "
+             "fold's training cases, held out of training (fold_<k>/split.json); the test fold is never seen",
              f"- device: {summary['device_name']}", f"- overrides: `{json.dumps(summary['overrides'])}`",
              f"- parameters: {summary['params']:,}; weights {summary['weights_mb']:.1f} MiB",
              f"- command: `{summary['command']}`", "",
              "Overlap metrics in %, distances in mm (HD = Hausdorff distance, the paper's HSD). The ± is the sample "
              "standard deviation over the fold means.", "",
-             "| fold | train / test | " + " | ".join(cols) + " | train (s) | inference (s / volume) |",
+             "| fold | train / inner val / test | " + " | ".join(cols) + " | train (s) | inference (s / volume) |",
              "|---|---|" + "---|" * (len(cols) + 2)]
     for r in summary["per_fold"]:
         cells = [f"{r['metrics'][m] * (100 if m in pct else 1):.2f}" for m in cols]
-        lines.append(f"| {r['fold']} | {r['n_train']} / {r['n_test']} | " + " | ".join(cells)
+        lines.append(f"| {r['fold']} | {r['n_train']} / {r.get('n_inner_val', 0)} / {r['n_test']} | " + " | ".join(cells)
                      + f" | {r['train_s']:.1f} | {r['infer_s_per_volume']:.2f} |")
     af, tm = summary["across_folds"], summary["timing"]
     cells = [f"{af[m]['mean'] * (100 if m in pct else 1):.2f} ± {af[m]['std'] * (100 if m in pct else 1):.2f}"

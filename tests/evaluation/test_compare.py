@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spine_monai.evaluation.compare import COMPARISONS, compare, ours_label, render_tables
+from spine_monai.evaluation.compare import COMPARISONS, compare, ours_label, render_tables, select_tables
 from spine_monai.evaluation.paper_tables import PAPER_TABLES, format_value, paper_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,29 @@ def test_render_tables_ours_beside_paper():
                                 "jaccard": "81.56 ± 0.20", "hd": "1.76 ± 0.023"}}
 
 
+def test_select_tables_default_and_named():
+    assert [t.paper_table for t in select_tables(SAU)] == ["saunet/table1", "saunet/table2", "saunet/table4"]
+    assert [t.paper_table for t in select_tables(SAU, "saunet/table3")] == ["saunet/table3"]
+    assert [t.paper_table for t in select_tables(SAU, ["saunet/table4", "saunet/table1"])] == [
+        "saunet/table1", "saunet/table4"]
+    with pytest.raises(ValueError, match="unknown tables"):
+        select_tables(SAU, "saunet/table9")
+
+
+def test_render_table3_shows_the_papers_other_rows():
+    context = {**CONTEXT, "dataset": "lumbar_mri VB2", "folds": 12, "folds_run": 12, "val_fraction": 0.1}
+    md, data = render_tables(SAU, {"saunet": _summary(0.88, 0.03, n=12)}, context, ["saunet/table3"])
+    label = ours_label(context)
+    assert [t["table"] for t in data["tables"]] == ["Table 3"]
+    theirs = "paper (Chu et al. 2015 lower-spine MRI, 23 cases, leave-one-out)"
+    assert f"| SAU-Net | {theirs} | 91.30 ± 0.50 | 95.10 ± 0.60 |" in md
+    assert f"| SAU-Net | {label} | 88.00 ± 3.00 |" in md
+    # rows of the paper we did not run are shown as theirs only
+    assert f"| Chu et al. (leave-one-out) | {theirs} | 88.70 ± 2.90 | - |" in md
+    assert f"| SAU-Net (pre-trained on SpineSegT2W) | {theirs} | 89.31 |" in md
+    assert "10% of each fold's training cases" in md and "Table 1" not in md
+
+
 def test_render_tables_one_fold_has_no_spread():
     md, _ = render_tables(SAU, {"saunet": _summary(0.9, 0.0, n=1)}, {**CONTEXT, "folds_run": 1})
     assert "ours (phantoms, 1 of 5 folds" in md
@@ -101,6 +124,8 @@ def test_compare_rejects_bad_arguments(tmp_path):
         compare(bundle, str(tmp_path), methods="saunet", epoch=1)
     with pytest.raises(ValueError, match="unknown methods"):
         compare(bundle, str(tmp_path), method_overrides={"unet5d": {"epochs": 1}})
+    with pytest.raises(ValueError, match="unknown tables"):
+        compare(bundle, str(tmp_path), tables="saunet/table7")
     with pytest.raises(ValueError, match="no comparison"):
         from spine_monai.evaluation.compare import comparison_for
 

@@ -15,6 +15,7 @@ from spine_monai.evaluation.crossval import (
     bundle_classes,
     crossval,
     fold_statistics,
+    inner_split,
     parse_overlays,
     prepare_folds,
     split_overrides,
@@ -35,6 +36,27 @@ def _pairs(folder: Path, n: int = 4) -> Path:
         nib.save(nib.Nifti1Image(lab.astype(np.float32) * 100, np.eye(4)), str(folder / f"c{i}_img.nii.gz"))
         nib.save(nib.Nifti1Image(lab, np.eye(4)), str(folder / f"c{i}_label.nii.gz"))
     return folder
+
+
+def test_inner_split_is_seeded_disjoint_and_bounded():
+    items = [{"image": f"c{i}.nii.gz", "case": f"c{i}"} for i in range(20)]
+    train, val = inner_split(items, 0.1, seed=3)
+    assert len(val) == 2 and len(train) == 18
+    assert {it["case"] for it in train} | {it["case"] for it in val} == {it["case"] for it in items}
+    assert not {it["case"] for it in train} & {it["case"] for it in val}
+    assert inner_split(items, 0.1, seed=3) == (train, val)  # same seed, same split
+    assert inner_split(items, 0.1, seed=4)[1] != val
+    assert [it["case"] for it in train] == sorted((it["case"] for it in train), key=lambda c: int(c[1:]))
+    assert len(inner_split(items[:3], 0.1, seed=0)[1]) == 1  # at least one case
+    assert len(inner_split(items[:2], 0.9, seed=0)[0]) == 1  # at least one training case
+    with pytest.raises(ValueError, match="at least 2"):
+        inner_split(items[:1], 0.1, seed=0)
+
+
+def test_crossval_rejects_bad_val_fraction(tmp_path):
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="val_fraction"):
+            crossval(str(BUNDLE), str(tmp_path), folds=2, val_fraction=bad)
 
 
 def test_parse_overlays():
@@ -109,7 +131,12 @@ def test_crossval_two_folds_files_and_resume(tmp_path):
     assert used == given
     for k in (0, 1):
         result = json.loads((out / f"fold_{k}" / "result.json").read_text())
-        assert result["n_test"] == 2 and result["n_train"] == 2
+        # the 2 training cases: 1 trains, 1 chooses the checkpoint; the test fold is in neither
+        assert result["n_test"] == 2 and result["n_train"] == 1 and result["n_inner_val"] == 1
+        split = json.loads((out / f"fold_{k}" / "split.json").read_text())
+        assert len(split["train"]) == 1 and len(split["inner_val"]) == 1 and len(split["test"]) == 2
+        assert not set(split["test"]) & (set(split["train"]) | set(split["inner_val"]))
+        assert not set(split["train"]) & set(split["inner_val"])
         assert result["train_s"] > 0 and result["infer_s_per_volume"] > 0 and len(result["infer_s_volumes"]) == 2
         assert result["device"] == "cpu" and result["params"] > 0 and result["weights_mb"] > 0
         assert 0.0 <= result["metrics"]["dice"] <= 1.0
