@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["crossval", "prepare_folds", "inner_split", "parse_overlays", "bundle_classes", "split_overrides", "resolve_device",
-           "device_description", "fold_statistics", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
+__all__ = ["crossval", "prepare_folds", "inner_split", "parse_overlays", "bundle_classes", "split_overrides",
+           "resolve_device", "device_description", "fold_statistics", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +420,8 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
              "|---|---|" + "---|" * (len(cols) + 2)]
     for r in summary["per_fold"]:
         cells = [f"{r['metrics'][m] * (100 if m in pct else 1):.2f}" for m in cols]
-        lines.append(f"| {r['fold']} | {r['n_train']} / {r.get('n_inner_val', 0)} / {r['n_test']} | " + " | ".join(cells)
+        split = f"{r['n_train']} / {r.get('n_inner_val', 0)} / {r['n_test']}"
+        lines.append(f"| {r['fold']} | {split} | " + " | ".join(cells)
                      + f" | {r['train_s']:.1f} | {r['infer_s_per_volume']:.2f} |")
     af, tm = summary["across_folds"], summary["timing"]
     cells = [f"{af[m]['mean'] * (100 if m in pct else 1):.2f} ± {af[m]['std'] * (100 if m in pct else 1):.2f}"
