@@ -5,9 +5,10 @@
 Which rows a bundle has is declared in :data:`COMPARISONS` (one :class:`Comparison` per bundle folder name). For
 SAU-Net (Zhang et al., MIDL 2020): Table 1 (Section 4.3) compares 2D U-Net / 3D U-Net / SAU-Net on Dice, precision,
 recall, Jaccard and Hausdorff distance; Table 2 (Section 4.3) time and model size; Table 4 (Section 4.4) SAU-Net
-with and without inter-slice attention. Table 3 (Chu et al. 2015 data, leave-one-out) needs that dataset and is not
-run here. Each method is one :func:`spine_monai.evaluation.crossval.crossval` run with the method's overlays; all
-share ``<out>/folds.json``.
+with and without inter-slice attention. Table 3 (SAU-Net alone on the Chu et al. 2015 data, leave-one-out) is not
+a default table: ask for it with ``--tables saunet/table3`` on a dataset of those cases (e.g. ``--include "VB2*"
+--folds 12`` on the real lumbar MRI for leave-one-out over its 12 VB2 cases). Each method is one
+:func:`spine_monai.evaluation.crossval.crossval` run with the method's overlays; all share ``<out>/folds.json``.
 
 Our cells are the mean ± sample std over the fold means (see :mod:`spine_monai.evaluation.crossval`), labelled
 ``ours (<dataset>, <folds run> of <k> folds, <device>)``; the paper's cells are labelled ``paper (<setting>)``.
