@@ -65,8 +65,9 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
     import torch
 
     from spine_monai.bundle.runner import infer_bundle, resolve_bundle, train_bundle
-    from spine_monai.data.phantoms import make_phantom_dataset, render_overlay
+    from spine_monai.data.phantoms import make_phantom_dataset
     from spine_monai.metrics.segmentation import aggregate, evaluate_pairs, metrics_markdown_table, write_metrics_csv
+    from spine_monai.visualize import render_overlay
 
     if n < 2 or n_test < 2:
         raise ValueError(f"the demo needs n >= 2 training and n_test >= 2 test phantoms, got n={n}, n_test={n_test}.")

@@ -341,8 +341,8 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
 
 
 def _render(image: Any, label: np.ndarray, affine: np.ndarray, out_png: Path, title: str) -> Path:
-    """Overlay PNG of the middle sagittal slice (``spine_monai.data.phantoms.render_overlay``)."""
-    from spine_monai.data.phantoms import render_overlay
+    """Overlay PNG of the middle sagittal slice (``spine_monai.visualize.render_overlay``)."""
+    from spine_monai.visualize import render_overlay
 
     img = np.asarray(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image)[0]
     if img.shape != label.shape:

@@ -24,24 +24,34 @@ Measured per network and input size, each in a fresh subprocess so that peak mem
 What is run: slice-wise networks (SAU-Net, the 2D U-Net) on the whole volume, ``network(x)`` (they take any size and
 process the slices in chunks); the 3D U-Net through the bundle's ``SlidingWindowInferer`` (its roi, overlap and
 blending), as the bundle runs it. ``--inferer config`` times every network through the bundle's inferer instead.
+
+Code: the measuring (in the child processes) is in :mod:`spine_monai.evaluation.bench_measure`, the Markdown and JSON
+rendering in :mod:`spine_monai.evaluation.bench_report`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import resource
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from spine_monai.evaluation.bench_measure import (  # noqa: F401 (re-exported)
+    _child_main,
+    _flops,
+    _maxrss_mb,
+    _rss_mb,
+    _run_child,
+    _timed,
+    measure,
+)
+from spine_monai.evaluation.bench_report import _error, _fmt, render_json, render_markdown  # noqa: F401 (re-exported)
 
 __all__ = ["bench", "parse_sizes", "measure", "render_markdown", "CUDA_PEAK_TFLOPS"]
 
@@ -74,181 +84,6 @@ def parse_sizes(sizes: str | Sequence[Any] | None) -> list[tuple[int, int, int]]
             raise ValueError(f"size {s!r} must be three positive integers (slices, H, W), e.g. 15x512x512.")
         out.append((dims[0], dims[1], dims[2]))
     return out
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _maxrss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def _timed(fn: Callable[[], Any], warmup: int, repeats: int, budget: float | None, sync: Callable[[], None]) -> dict:
-    """Run ``fn`` ``warmup`` times then ``repeats`` times (fewer within ``budget`` seconds); median of the latter."""
-    warm: list[float] = []
-    for _ in range(warmup):
-        t = time.perf_counter()
-        fn()
-        sync()
-        warm.append(time.perf_counter() - t)
-        if budget is not None and sum(warm) > budget:
-            break
-    n = repeats
-    if budget is not None and warm:
-        n = 0 if sum(warm) + warm[-1] > budget else min(repeats, max(1, int((budget - sum(warm)) // warm[-1])))
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        sync()
-        samples.append(time.perf_counter() - t)
-    used = samples or warm[-1:]
-    return {"median_s": float(np.median(used)), "runs": len(samples), "first_run_used": not samples,
-            "samples_s": samples, "warmup_s": warm}
-
-
-def _flops(net_meta: Any, shapes: Sequence[tuple[int, ...]]) -> int:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    total, cache = 0, {}
-    for shape in shapes:
-        if shape not in cache:
-            with torch.no_grad(), FlopCounterMode(display=False) as fc:
-                net_meta(torch.empty(shape, device="meta"))
-            cache[shape] = fc.get_total_flops()
-        total += cache[shape]
-    return int(total)
-
-
-def measure(job: Mapping[str, Any]) -> dict[str, Any]:
-    """One measurement (run in a child process by :func:`bench`): ``job["kind"]`` is ``"infer"`` or ``"train"``.
-
-    Args:
-        job: ``bundle``, ``overlays``, ``infer_overrides``, ``train_overrides``, ``size``, ``device``, ``inferer``
-            (``"network"``/``"config"``), ``repeats``, ``warmup``, ``budget``, ``threads``, ``amp``, ``profile``.
-
-    Returns:
-        The measured values (see the module docstring).
-    """
-    import torch
-
-    from spine_monai.bundle.runner import make_workflow
-
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
-    dev = torch.device(job["device"])
-    cuda = dev.type == "cuda"
-    amp = bool(job.get("amp", True)) and cuda
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
-    size = tuple(job["size"])
-    res: dict[str, Any] = {"kind": job["kind"], "size": list(size), "threads": torch.get_num_threads()}
-    if job["kind"] == "train":
-        parser = make_workflow(job["bundle"], ["train", *job["overlays"]], "train", **job["train_overrides"],
-                               device=f"$torch.device('{dev}')").parser
-        net = parser.get_parsed_content("network").train()
-        loss_fn, opt = parser.get_parsed_content("loss"), parser.get_parsed_content("optimizer")
-        patch = [size[i] if int(p) == -1 else int(p) for i, p in enumerate(parser.get_parsed_content("patch_size"))]
-        get = parser.get_parsed_content
-        batch = int(get("train#dataloader#batch_size")) * int(get("num_samples"))
-        in_ch = int(parser["network_def"].get("in_channels", 1))
-        x = torch.rand(batch, in_ch, *patch, device=dev)
-        with torch.device("meta"):  # the output shape without computing it
-            net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
-        with torch.no_grad():
-            out_shape = net_meta(torch.empty(x.shape, device="meta")).shape
-        target = (torch.rand(out_shape, device=dev) > 0.5).float()  # a random binary map (the bundles' BCE losses)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss = loss_fn(net(x).float(), target)
-            loss.backward()
-            opt.step()
-
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
-        res.update(input_shape=list(x.shape), **_timed(step, job["warmup"], job["repeats"], job.get("budget"), sync))
-    else:
-        parser = make_workflow(job["bundle"], ["inference", *job["overlays"]], "infer", **job["infer_overrides"],
-                               device=f"$torch.device('{dev}')").parser
-        net = parser.get_parsed_content("network_def").to(dev).eval()
-        res["params"] = int(sum(p.numel() for p in net.parameters()))
-        with torch.device("meta"):
-            net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
-        in_ch = int(parser["network_def"].get("in_channels", 1))
-        x = torch.rand(1, in_ch, *size, device=dev)
-        if job["inferer"] == "config":
-            inferer = parser.get_parsed_content("inferer")
-            res["inferer"] = (f"{type(inferer).__name__} roi={list(getattr(inferer, 'roi_size', []))} "
-                              f"overlap={getattr(inferer, 'overlap', '')} mode={getattr(inferer, 'mode', '')}")
-            shapes: list[tuple[int, ...]] = []
-
-            def stand_in(w: torch.Tensor) -> torch.Tensor:  # records the windows, returns zeros of the output shape
-                shapes.append(tuple(w.shape))
-                with torch.no_grad():
-                    out = net_meta(torch.empty(w.shape, device="meta"))
-                return torch.zeros(out.shape, device=w.device)
-
-            with torch.inference_mode():
-                inferer(torch.zeros_like(x), stand_in)
-            res["windows"] = len(shapes)
-
-            def run() -> Any:
-                return inferer(x, net)
-        else:
-            chunk = getattr(net, "slice_chunk", None)
-            res["inferer"] = "network(x) on the whole volume" + (f", slice chunks of {chunk}" if chunk else "")
-            shapes = [tuple(x.shape)]
-
-            def run() -> Any:
-                return net(x)
-
-        res["flops"] = _flops(net_meta, shapes)
-        del net_meta
-        res["rss_before_mb"] = _rss_mb()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
-        with torch.inference_mode(), autocast:
-            res.update(_timed(run, job["warmup"], job["repeats"], job.get("budget"), sync))
-        res["peak_rss_mb"] = _maxrss_mb()  # before profiling, which adds its own memory
-        if job.get("profile"):
-            from torch.profiler import ProfilerActivity, profile
-
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-            with torch.inference_mode(), autocast, profile(activities=acts, profile_memory=True) as prof:
-                run()
-                sync()
-            dev_key = "cuda" if cuda else "cpu"
-            averages = prof.key_averages()
-            res["profile"] = averages.table(sort_by=f"self_{dev_key}_time_total", row_limit=15)
-            res["profile_memory"] = averages.table(sort_by=f"self_{dev_key}_memory_usage", row_limit=10)
-    res.setdefault("peak_rss_mb", _maxrss_mb())
-    if cuda:
-        res["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-    return res
-
-
-def _run_child(job: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        spec, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        spec.write_text(json.dumps({**job, "result": str(result)}))
-        env = dict(os.environ)
-        if job.get("threads"):
-            env["OMP_NUM_THREADS"] = str(job["threads"])
-        try:
-            proc = subprocess.run([sys.executable, "-m", "spine_monai.evaluation.bench", str(spec)], env=env,
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout} s"}
-        if proc.returncode != 0 or not result.is_file():
-            return {"error": f"exit status {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
-        return json.loads(result.read_text())
 
 
 def _environment(dev: str, threads: int | None) -> dict[str, Any]:
@@ -396,7 +231,7 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
                     logger.warning("bench %s %s failed: %s", m.label, job["kind"], res["error"][-300:])
                 rows.append(res)
                 partial = {"environment": env, "settings": settings, "results": all_rows + rows, "complete": False}
-                (out / f"{stem}.json").write_text(json.dumps(partial, indent=2, default=str) + "\n")
+                (out / f"{stem}.json").write_text(render_json(partial))
         _ratios(rows, spec.method)
         targets = _targets(spec, rows, dev)
         all_rows += rows
@@ -404,94 +239,12 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
         sections.append((root.name, spec.get(spec.method).label, rows, targets))
     env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     data = {"environment": env, "settings": settings, "results": all_rows, "targets": all_targets, "complete": True}
-    (out / f"{stem}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / f"{stem}.json").write_text(render_json(data))
     md_path = out / f"{stem}.md"
     md_path.write_text(render_markdown(data, sections))
     logger.info("benchmark written to %s", md_path)
     return str(md_path)
 
 
-def _fmt(value: Any, spec: str, ratio: Any = None, suffix: str = "") -> str:
-    if value is None:
-        return "-"
-    text = format(value, spec) + suffix
-    return text if ratio is None else f"{text} ({ratio:.2f}x)"
-
-
-def _error(row: Mapping[str, Any]) -> str:
-    """``error: <tail of the message>``, or ``skipped: <reason>`` for a row marked ``skipped``."""
-    text = " ".join(str(row["error"]).split())[-300:]
-    return f"{'skipped' if row.get('skipped') else 'error'}: {text}"
-
-
-def render_markdown(data: Mapping[str, Any], sections: Sequence[tuple[str, str, list, list]]) -> str:
-    """Markdown of a benchmark: environment, one table per bundle, targets, profiles."""
-    env, st = data["environment"], data["settings"]
-    lines = ["# Benchmark", "",
-             f"- device: {env['device']}" + (f" ({env['gpu']})" if env.get("gpu") else ""),
-             f"- CPU: {env['cpu']}, {env['cpu_count']} logical cores, torch threads {env['threads']}",
-             f"- torch {env['torch']}, MONAI {env['monai']}, Python {env['python']}, {env['platform']}",
-             f"- load average at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
-             f"- repeats {st['repeats']} after {st['warmup']} warm-up (training: {st['train_repeats']} after "
-             f"{st['train_warmup']}), time budget per measurement {st['time_budget_s']} s; bf16 AMP: "
-             f"{st['amp_bf16']}; overrides {json.dumps(st['overrides'])}", ""]
-    for bundle, ref_label, rows, targets in sections:
-        lines += [f"## {bundle}", "", f"Ratios in parentheses are to {ref_label} at the same size. Latency: median "
-                  "seconds per volume (runs timed; `1st` = only the first run, it exceeded the time budget). Peak "
-                  "memory: whole child process (maxrss).", "",
-                  "| network | input | inference | params | GFLOP | latency (s) | runs | GFLOP/s | peak RSS (MiB) "
-                  "| RSS before 1st run (MiB) |" + (" peak CUDA (MiB) |" if env["device"].startswith("cuda") else ""),
-                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if env["device"].startswith("cuda") else "")]
-        for r in (r for r in rows if r["kind"] == "infer"):
-            if r.get("error"):
-                lines.append(f"| {r['label']} | {'x'.join(map(str, r['size']))} | {_error(r)} |")
-                continue
-            rate = _fmt(r.get("gflops_per_s"), ".1f")
-            if r.get("fraction_of_peak"):
-                rate += f" ({100 * r['fraction_of_peak']:.1f}% of peak)"
-            cells = [r["label"], "x".join(map(str, r["size"])), r.get("inferer", ""),
-                     _fmt(r.get("params", 0) / 1e6, ".2f", r.get("params_ratio"), "M"),
-                     _fmt(r.get("flops", 0) / 1e9, ".1f", r.get("flops_ratio")),
-                     _fmt(r.get("latency_s"), ".3f", r.get("latency_s_ratio")),
-                     "1st" if r.get("first_run_used") else str(r.get("runs")), rate,
-                     _fmt(r.get("peak_rss_mb"), ".0f", r.get("peak_rss_mb_ratio")), _fmt(r.get("rss_before_mb"), ".0f")]
-            if env["device"].startswith("cuda"):
-                cells.append(_fmt(r.get("peak_cuda_mb"), ".0f", r.get("peak_cuda_mb_ratio")))
-            lines.append("| " + " | ".join(cells) + " |")
-        train_rows = [r for r in rows if r["kind"] == "train"]
-        if train_rows:
-            lines += ["", "Training: one optimizer step on the bundle's training batch.", "",
-                      "| network | batch | step (s) | runs | peak RSS (MiB) |", "|---|---|---|---|---|"]
-            for r in train_rows:
-                if r.get("error"):
-                    lines.append(f"| {r['label']} | {_error(r)} | | | |")
-                    continue
-                lines.append(f"| {r['label']} | {r.get('input_shape')} | "
-                             f"{_fmt(r.get('latency_s'), '.3f', r.get('latency_s_ratio'))} | "
-                             f"{'1st' if r.get('first_run_used') else r.get('runs')} | "
-                             f"{_fmt(r.get('peak_rss_mb'), '.0f')} |")
-        if targets:
-            lines += ["", "Targets:", "", "| target | input | value | limit | met |", "|---|---|---|---|---|"]
-            for t in targets:
-                lines.append(f"| {t['target']} | {'x'.join(map(str, t['size']))} | {_fmt(t['value'], '.3f')} | "
-                             f"{t['max']} | {'yes' if t['met'] else ('no' if t['met'] is False else '-')} |")
-        for r in rows:
-            if r.get("profile"):
-                lines += ["", f"Profile of {r['label']} at {'x'.join(map(str, r['size']))} (one run; by self time, "
-                          "then by memory allocated):", "", "```", r["profile"].rstrip(), "",
-                          r.get("profile_memory", "").rstrip(), "```"]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _child_main(spec_path: str) -> None:
-    job = json.loads(Path(spec_path).read_text())
-    if job.get("memory_limit_mb"):
-        limit = int(job["memory_limit_mb"] * 2**20)
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    result = measure(job)
-    Path(job["result"]).write_text(json.dumps(result, default=str))
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the child entry point, as before (the same as bench_measure's)
     _child_main(sys.argv[1])

@@ -13,14 +13,8 @@ from scipy import ndimage
 
 from spine_monai.data.datalist import load_datalist
 from spine_monai.data.labels import DISC_LABELS, MRSPINESEG_LABELS, MRSPINESEG_NAMES, VERTEBRA_LABELS, to_binary
-from spine_monai.data.phantoms import (
-    PATHOLOGIES,
-    _sample_pathology,
-    _vote,
-    generate_phantom,
-    make_phantom_dataset,
-    render_overlay,
-)
+from spine_monai.data.phantom_anatomy import _sample_pathology
+from spine_monai.data.phantoms import PATHOLOGIES, _vote, generate_phantom, make_phantom_dataset
 
 SCALE = 0.25
 
@@ -159,21 +153,18 @@ def test_to_binary_numpy_and_torch():
         to_binary([0, 1])
 
 
-def test_render_overlay(case, tmp_path):
-    import matplotlib.image as mpimg
+def test_moved_names_are_reexported():
+    """The split into phantom_anatomy / phantom_paint / visualize keeps every name importable from phantoms."""
+    from spine_monai import visualize
+    from spine_monai.data import phantom_anatomy, phantom_paint, phantoms
 
-    image, label, affine, _ = case
-    a = render_overlay(image, label, affine, tmp_path / "a.png", slice_index="foreground")
-    # the same volume stored anterior->posterior and with a channel axis renders identically
-    flip = affine @ np.array([[1, 0, 0, 0], [0, -1, 0, image.shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
-    b = render_overlay(torch.from_numpy(image[None, :, ::-1].copy()), label[:, ::-1], flip, tmp_path / "b.png",
-                       slice_index="foreground")
-    assert np.array_equal(mpimg.imread(a), mpimg.imread(b))
-    assert render_overlay(image, None, affine, tmp_path / "c.png", title="image only").is_file()
-    with pytest.raises(ValueError, match="slice_index"):
-        render_overlay(image, label, affine, tmp_path / "d.png", slice_index=99)
-    with pytest.raises(ValueError, match="needs a label"):
-        render_overlay(image, None, affine, tmp_path / "d.png", slice_index="foreground")
+    for mod in (phantom_anatomy, phantom_paint, visualize):
+        own = [k for k, v in vars(mod).items() if getattr(v, "__module__", None) == mod.__name__ or k.isupper()
+               or (k.startswith("_") and k[1:2].isupper())]
+        assert own
+        for name in own:
+            assert getattr(phantoms, name) is getattr(mod, name), name
+    assert set(phantoms.__all__) >= {*phantom_anatomy.__all__, *phantom_paint.__all__, *visualize.__all__}
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spine_monai.evaluation.bench import _timed, bench, measure, parse_sizes
+from spine_monai.evaluation.bench import bench, measure, parse_sizes
+from spine_monai.evaluation.bench_measure import _timed
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "saunet_spine_mri_segmentation"
@@ -35,6 +36,19 @@ def test_timed_repeats_and_budget():
     res = _timed(lambda: calls.append(1), warmup=1, repeats=3, budget=0.0, sync=lambda: None)
     assert len(calls) == 1 and res["runs"] == 0 and res["first_run_used"]  # the first run exceeded the budget
     assert res["median_s"] == res["warmup_s"][0]
+
+
+def test_split_modules_reexported_from_bench():
+    from spine_monai.evaluation import bench as bench_mod
+    from spine_monai.evaluation import bench_measure, bench_report
+
+    for mod, names in ((bench_measure, ("measure", "_timed", "_flops", "_rss_mb", "_maxrss_mb", "_run_child",
+                                        "_child_main")),
+                       (bench_report, ("render_markdown", "render_json", "_fmt", "_error"))):
+        for name in names:
+            assert getattr(bench_mod, name) is getattr(mod, name), name
+    assert all(hasattr(bench_mod, name) for name in bench_mod.__all__)
+    assert bench_report.render_json({"a": Path("x")}) == '{\n  "a": "x"\n}\n'
 
 
 def _job(kind: str, overlays: list[str], infer: dict, train: dict, inferer: str = "network") -> dict:
