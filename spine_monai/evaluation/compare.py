@@ -358,7 +358,11 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
         args += ["--method_overrides", json.dumps(per_method, separators=(",", ":"))]
     for k, v in overrides.items():
         args += [f"--{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
-    context = {"dataset": first["dataset"], "folds": folds, "folds_run": len(first["folds_run"]),
+    n_cases = len(json.loads(Path(folds_file).read_text()).get("training", []))
+    dataset = f"{first['dataset']}, {n_cases} cases"
+    if include is not None:  # name the selection, e.g. the 12 VB2 cases of the lumbar MRI
+        dataset += " matching " + " ".join(parse_overlays(include))
+    context = {"dataset": dataset, "folds": folds, "folds_run": len(first["folds_run"]),
                "device": first["device_name"], "command": shlex.join(args), "out": str(out),
                "folds_file": str(folds_file), "val_fraction": float(val_fraction)}
     md, data = render_tables(spec, summaries, context, [ts.paper_table for ts in chosen_tables])

@@ -130,3 +130,29 @@ def test_compare_rejects_bad_arguments(tmp_path):
         from spine_monai.evaluation.compare import comparison_for
 
         comparison_for(tmp_path)
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_on_phantoms(tmp_path):
+    """Two methods on the same folds of a selected subset; Table 4 with ours beside the paper's numbers."""
+    from spine_monai.data.phantoms import make_phantom_dataset
+
+    data = Path(make_phantom_dataset(n=5, out=tmp_path / "data", seed=3, folds=2, shape_scale=0.25,
+                                     progress=False)).parent
+    tiny = {"features": [4, 8, 16], "pixdim": [4.0, 2.5, 2.5], "num_workers": 0, "patch_size": [-1, 32, 32],
+            "num_samples": 1, "roi_size": [-1, 64, 64], "epochs": 1}
+    out = tmp_path / "cmp"
+    md_path = Path(compare(str(REPO / "bundles" / "saunet_spine_mri_segmentation"), str(data), folds=2, max_folds=1,
+                           tables="saunet/table4", include="case_00[0-3]", out=out, device="cpu", progress=False,
+                           **tiny))
+    md = md_path.read_text()
+    # only the methods of Table 4 ran, on the same 4 selected cases and folds
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["no_isa", "saunet"]
+    splits = [(out / m / "fold_0" / "split.json").read_text() for m in ("no_isa", "saunet")]
+    assert splits[0] == splits[1]
+    assert ", 4 cases matching case_00[0-3], 1 of 2 folds, cpu" in md
+    assert "## Table 4" in md and "## Table 1" not in md
+    assert "| Ours w/o ISA |" not in md  # rows are labelled with our method names
+    paper = paper_table("saunet/table4")
+    assert format_value(paper.rows["Ours w/ ISA"]["dice"]) in md
+    assert "--include 'case_00[0-3]'" in md and "--tables saunet/table4" in md
