@@ -316,7 +316,14 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     settings = json.loads(json.dumps({"bundle": root.name, "overlays": list(ovl), "overrides": dict(overrides),
                                       "folds": folds, "folds_file": str(folds_path.resolve()),
                                       "val_fraction": float(val_fraction), "seed": seed}, default=str))
-    extra = dict(overrides)
+    extra: dict[str, Any] = {}  # the command line that reproduces this run, overrides last
+    if max_folds is not None:
+        extra["max_folds"] = int(max_folds)
+    if int(seed) != 0:
+        extra["seed"] = int(seed)
+    if folds_file:  # shared folds (e.g. of a comparison): the case selection is in that file
+        extra["folds_file"] = str(folds_path)
+    extra.update(overrides)
     if include is not None:
         extra["include"] = ",".join(parse_overlays(include))
     if float(val_fraction) != 0.1:

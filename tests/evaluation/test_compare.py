@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,7 @@ def test_compare_end_to_end_on_phantoms(tmp_path):
     paper = paper_table("saunet/table4")
     assert format_value(paper.rows["Ours w/ ISA"]["dice"]) in md
     assert "--include 'case_00[0-3]'" in md and "--tables saunet/table4" in md
+    assert "--max_folds 1" in md
+    # each method's crossval summary names the command that reproduces it, selection and fold limit included
+    command = json.loads((out / "saunet" / "summary.json").read_text())["command"]
+    assert "--max_folds 1" in command and f"--folds_file {out / 'folds.json'}" in command
