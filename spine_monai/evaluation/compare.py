@@ -301,7 +301,7 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
         overwrite: recompute existing fold results.
         progress: progress bars.
         overrides: config overrides for every method that defines the id (e.g. ``epochs=50``,
-            ``unet3d_features=[...]`` only reaches the 3D U-Net).
+            ``unet3d_features=[...]`` only reaches the 3D U-Net, and is accepted, unused, when it is not selected).
 
     Returns:
         The path of ``tables.md``.
@@ -323,10 +323,13 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
     unknown = sorted(set(per_method) - {m.key for m in spec.methods})
     if unknown:
         raise ValueError(f"method_overrides for unknown methods {unknown}.")
-    filtered = {m.key: _method_overrides(root, (*common, *m.overlays), overrides) for m in selected}
-    unused = sorted(set(overrides) - {k for f in filtered.values() for k in f})
+    # an override is checked against every method of the comparison, so one set of overrides (e.g. the widths of
+    # all networks) serves any --methods subset; each selected method receives only the ids its configs define
+    defined = {m.key: _method_overrides(root, (*common, *m.overlays), overrides) for m in spec.methods}
+    unused = sorted(set(overrides) - {k for f in defined.values() for k in f})
     if unused:
-        raise ValueError(f"overrides {unused} are not ids of any selected method's configs.")
+        raise ValueError(f"overrides {unused} are not ids of any method's configs.")
+    filtered = {m.key: defined[m.key] for m in selected}
     out = Path(out) if out is not None else Path.cwd() / "compare" / root.name
     out.mkdir(parents=True, exist_ok=True)
     folds_file = prepare_folds(dataset_dir, out / "folds.json", folds, seed, include)

@@ -125,6 +125,10 @@ def test_compare_rejects_bad_arguments(tmp_path):
         compare(bundle, str(tmp_path), methods="saunet", epoch=1)
     with pytest.raises(ValueError, match="unknown methods"):
         compare(bundle, str(tmp_path), method_overrides={"unet5d": {"epochs": 1}})
+    # an override of an unselected method is not a typo: the arguments pass and the missing data is reported
+    with pytest.raises(FileNotFoundError, match="no datalist.json"):
+        compare(bundle, str(tmp_path / "empty"), methods="saunet", out=tmp_path / "out",
+                unet3d_features=[4, 8, 16, 32, 64, 4])
     with pytest.raises(ValueError, match="unknown tables"):
         compare(bundle, str(tmp_path), tables="saunet/table7")
     with pytest.raises(ValueError, match="no comparison"):
