@@ -49,6 +49,7 @@ __all__ = [
     "export_torchscript",
     "export_program",
     "export_onnx",
+    "export_cli",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,9 @@ def load_network(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = Non
         ckpt: weights file; ``None`` means ``<bundle>/models/model.pt``.
         config: the config that defines ``network_def`` (``configs/<config>.json``).
         device: where the network is put.
-        override: config overrides, e.g. ``features=[4, 8, 16]`` (must be those used for training).
+        override: config overrides, e.g. ``features=[4, 8, 16]``. Not needed for weights with a configuration
+            record (``model_config.json`` beside them): its overlays and settings are applied first, and an override
+            that contradicts them is refused.
 
     Returns:
         The network with the weights loaded, in ``eval()`` mode.
@@ -160,9 +163,15 @@ def load_network(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = Non
     """
     from monai.bundle import ConfigParser
 
+    from spine_monai.bundle.record import inference_overrides
+
     root = resolve_bundle(bundle)
+    path = Path(ckpt) if ckpt is not None else root / "models" / "model.pt"
+    overlays, override = inference_overrides(path, (), override)
+    if config != "inference":
+        override.pop("ckpt_path")
     parser = ConfigParser()
-    parser.read_config(config_files(root, [config]))
+    parser.read_config(config_files(root, [config, *overlays]))
     parser.read_meta(str(root / "configs" / "metadata.json"))
     parser["bundle_root"] = str(root)
     for key, value in override.items():
@@ -175,7 +184,6 @@ def load_network(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = Non
         ) from None
     if not isinstance(net, nn.Module):
         raise ValueError(f"{root / 'configs' / config}: network_def is a {type(net).__name__}, not a torch module.")
-    path = Path(ckpt) if ckpt is not None else root / "models" / "model.pt"
     state = load_weights(path)
     _check_fits(net, state, path, root.name)
     net.load_state_dict(state)
@@ -335,14 +343,50 @@ def export_torchscript(bundle: str | os.PathLike, ckpt: str | os.PathLike | None
     """
     from monai.bundle import ckpt_export
 
+    from spine_monai.bundle.record import inference_overrides
+
     root = resolve_bundle(bundle)
     path = Path(ckpt) if ckpt is not None else root / "models" / "model.pt"
     load_network(root, path, **override)  # one-line errors before MONAI's own
+    overlays, override = inference_overrides(path, (), override)
     with _staged(out) as tmp:
         ckpt_export(net_id="network_def", filepath=str(tmp), ckpt_file=str(path),
                     meta_file=str(root / "configs" / "metadata.json"),
-                    config_file=config_files(root, ["inference"])[0], bundle_root=str(root), **override)
+                    config_file=config_files(root, ["inference", *overlays]), bundle_root=str(root), **override)
     return Path(out)
+
+
+def export_cli(bundle: str, format: str = "torchscript", out: str | None = None, weights: str | None = None,
+               **overrides: Any) -> str:
+    """``python -m spine_monai export BUNDLE --format torchscript|onnx|program --out FILE [--weights FILE]``.
+
+    Args:
+        bundle: bundle folder or name.
+        format: ``torchscript`` (``.ts``, via ``monai.bundle ckpt_export``), ``onnx`` or ``program``
+            (``torch.export`` ``.pt2``).
+        out: the file to write; default ``model.ts`` / ``model.onnx`` / ``model.pt2`` beside the weights.
+        weights: the weights file (default ``<bundle>/models/model.pt``); its ``model_config.json`` supplies the
+            settings it was trained with.
+        overrides: further options of the exporter (``input_shape``, ``dynamic``, ...) or config overrides.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: for an unknown format or weights that do not fit.
+    """
+    suffixes = {"torchscript": ".ts", "onnx": ".onnx", "program": ".pt2"}
+    if format not in suffixes:
+        raise ValueError(f"--format {format!r}: choose one of {', '.join(suffixes)}.")
+    root = resolve_bundle(bundle)
+    path = Path(weights) if weights is not None else root / "models" / "model.pt"
+    target = Path(out) if out is not None else path.with_suffix(suffixes[format])
+    if format == "torchscript":
+        return str(export_torchscript(root, path, target, **overrides))
+    if format == "onnx":
+        return str(export_onnx(root, path, target, **overrides))
+    export_program(root, path, target, **overrides)
+    return str(target)
 
 
 def _program_file(bundle: str, ckpt: str | None = None, out: str = "model.pt2", **kwargs: Any) -> str:

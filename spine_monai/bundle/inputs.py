@@ -6,7 +6,7 @@ import glob
 import os
 from pathlib import Path
 
-__all__ = ["list_images", "IMAGE_PATTERNS"]
+__all__ = ["list_images", "IMAGE_PATTERNS", "output_names", "check_existing_outputs"]
 
 IMAGE_PATTERNS = ("*.nii.gz", "*.nii", "*.mha", "*.mhd", "*.nrrd")
 
@@ -53,3 +53,36 @@ def _is_dicom_folder(path: Path) -> bool:
         if len(head) == 132 and head[128:132] == b"DICM":
             return True
     return False
+
+
+def output_names(datalist: list[dict], output_dir: str | os.PathLike, postfix: str = "seg") -> list[Path]:
+    """The files ``SaveImaged(output_postfix=postfix, separate_folder=False)`` will write for ``datalist``."""
+    out = []
+    for item in datalist:
+        name = Path(str(item["image"])).name
+        for suffix in (".nii.gz", *(p[1:] for p in IMAGE_PATTERNS), ".nhdr", ".dcm"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        out.append(Path(output_dir) / f"{name}_{postfix}.nii.gz")
+    return out
+
+
+def check_existing_outputs(datalist: list[dict], output_dir: str | os.PathLike, postfix: str = "seg",
+                           overwrite: bool = False) -> bool:
+    """Refuse an inference run that would replace existing label files, unless ``overwrite`` (``--overwrite true``).
+
+    Called from ``inference.json``'s ``initialize``, so ``python -m monai.bundle run`` never overwrites a result
+    silently.
+
+    Raises:
+        FileExistsError: naming the first existing output and how many there are.
+    """
+    if overwrite:
+        return True
+    existing = [p for p in output_names(datalist, output_dir, postfix) if p.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]}: already exists{more}; pass --overwrite true to replace, or choose "
+                              "another --output_dir.")
+    return True

@@ -17,7 +17,8 @@ Checks run before anything is written (``run_checks=True``); each failure is a `
 - ``net-in-out``: :func:`monai.bundle.verify_net_in_out` on ``network_def`` of ``inference.json`` (in process, on the
   CPU, ``"*"`` dimensions set to ``any_size``): output channels and dtype match ``network_data_format``;
 - ``weights``: ``models/model.pt``, when present, loads with ``torch.load(weights_only=True)`` as a plain state dict
-  into ``network_def`` with ``strict=True``.
+  into ``network_def`` of ``inference.json`` (which applies the record ``models/model_config.json``) with every key
+  and shape matching; the record's sha256 must be that of ``model.pt`` and it must name no network overlay.
 
 Both ``net-in-out`` and ``weights`` instantiate the bundle's network, i.e. run its configs' Python: package only
 bundles you trust (:data:`spine_monai.bundle.zipcheck.SECURITY_WARNING`).
@@ -58,7 +59,7 @@ REQUIRED_FILES = (
     "docs/README.md",
     "docs/data_license.txt",
 )
-WEIGHT_FILES = ("model.pt", "model.ts", "model.onnx")
+WEIGHT_FILES = ("model.pt", "model.ts", "model.onnx", "model_config.json")
 EXCLUDED_DIRS = frozenset({"eval", "runs", "logs", "mlruns", "__pycache__"})
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "meta_schema.json"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -175,12 +176,26 @@ def _check_weights(root: Path) -> None:
         raise _fail("weights", root, f"{path} does not load with torch.load(weights_only=True) ({e})") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise _fail("weights", root, f"{path} is not a plain state dict of tensors")
-    net = _inference_parser(root).get_parsed_content("network_def")
+    from spine_monai.bundle.record import read_record, record_path, sha256_file
+    from spine_monai.export import _check_fits
+
     try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:  # missing / unexpected keys, shape mismatch
-        detail = " ".join(str(e).strip().splitlines()[:4])
-        raise _fail("weights", root, f"{path} does not match network_def of inference.json: {detail}") from e
+        record = read_record(path)
+    except ValueError as e:
+        raise _fail("weights", root, str(e)) from None
+    if record is not None:
+        if record.get("sha256") and record["sha256"] != sha256_file(path):
+            raise _fail("weights", root, f"{record_path(path).name} was written for other weights (sha256 differs "
+                                         f"from {path.name}); retrain or copy the matching pair")
+        if record.get("overlays"):
+            raise _fail("weights", root, f"{path.name} was trained with overlay(s) {record['overlays']}, which "
+                                         "inference.json alone cannot rebuild; package the weights of a run without "
+                                         "network overlays")
+    net = _inference_parser(root).get_parsed_content("network_def")  # inference.json applies the record itself
+    try:
+        _check_fits(net, state, path, root.name)
+    except ValueError as e:
+        raise _fail("weights", root, str(e)) from None
 
 
 def check_bundle(bundle: str | os.PathLike, any_size: int = 16) -> dict[str, Any]:
@@ -255,16 +270,47 @@ def _write_zip(root: Path, files: list[Path], name: str, target: Path) -> None:
         raise
 
 
+def _stage_with_weights(root: Path, weights: Path, work: Path) -> Path:
+    """A copy of the bundle ``root`` in ``work/<name>`` whose ``models/`` holds only ``weights`` and its record."""
+    import shutil
+
+    from spine_monai.bundle.record import record_path
+
+    if not weights.is_file():
+        raise _fail("weights", root, f"{weights}: weights file not found")
+    staged = work / root.name
+    for rel in bundle_files(root, include_weights=False):
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, staged / rel)
+    (staged / "models").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, staged / "models" / "model.pt")
+    rec = record_path(weights)
+    if rec.is_file():
+        data = json.loads(rec.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data["weights"] = "model.pt"
+        (staged / "models" / "model_config.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    else:
+        logger.warning("%s has no configuration record (%s); packaging it with the bundle's default settings",
+                       weights, rec.name)
+    return staged
+
+
 def package_bundle(bundle: str, out_dir: str = "dist", run_checks: bool = True, include_weights: bool = True,
-                   any_size: int = 16) -> str:
+                   any_size: int = 16, weights: str | None = None) -> str:
     """Check a bundle and write ``<out_dir>/<name>_v<version>.zip`` holding the folder ``<name>/``.
 
     Args:
         bundle: bundle folder or name (``bundles/<name>`` or ``<name>``).
         out_dir: folder that receives the zip (created when missing); an existing zip of the same name is replaced.
         run_checks: run :func:`check_bundle` first (only the metadata is read when ``False``).
-        include_weights: add ``models/model.pt``, ``model.ts`` and ``model.onnx`` when present.
+        include_weights: add ``models/model.pt`` with its record ``model_config.json``, ``model.ts`` and
+            ``model.onnx`` when present.
         any_size: see :func:`check_bundle`.
+        weights: package a trained run instead of the bundle's own ``models/``: this weights file (e.g.
+            ``runs/x/models/model.pt``) becomes ``models/model.pt`` of the zip, with its configuration record
+            ``model_config.json``, so the installed zip segments with the run's settings and no flag. The checks
+            run on exactly what is zipped.
 
     Returns:
         Path of the written zip.
@@ -278,6 +324,11 @@ def package_bundle(bundle: str, out_dir: str = "dist", run_checks: bool = True, 
     from spine_monai.bundle.zipcheck import _BUNDLE_NAME
 
     root = resolve_bundle(bundle)
+    if weights is not None:
+        with tempfile.TemporaryDirectory(prefix=".spine_monai-package-") as work:
+            staged = _stage_with_weights(root, Path(weights).expanduser().resolve(), Path(work))
+            return package_bundle(str(staged), out_dir=out_dir, run_checks=run_checks, include_weights=True,
+                                  any_size=any_size)
     name = root.name
     if not _BUNDLE_NAME.match(name):
         raise ValueError(f"bundle folder name {name!r} is not a plain bundle name (letters, digits, '_', '.', '-').")

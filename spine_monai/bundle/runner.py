@@ -106,11 +106,16 @@ def infer_bundle(bundle: str | os.PathLike, dataset_dir: str | os.PathLike, outp
     """Run ``configs/inference.json`` (+ overlays) on an image or folder; return the written label files.
 
     If ``timings`` is a list, the seconds per volume (from fetching it to its label being written) are appended.
+    The weights' configuration record (``model_config.json`` beside them, :mod:`spine_monai.bundle.record`) supplies
+    the overlays and settings they were trained with; an override that contradicts it raises ``ValueError``.
     """
+    from spine_monai.bundle.record import inference_overrides
+
     output_dir = Path(output_dir)
     before = set(output_dir.glob("*")) if output_dir.is_dir() else set()
-    if ckpt is not None:
-        override["handlers#0#load_path"] = str(ckpt)
+    weights = Path(ckpt) if ckpt is not None else resolve_bundle(bundle) / "models" / "model.pt"
+    overlays, override = inference_overrides(weights, overlays, override)  # the trained model's own settings
+    override.setdefault("overwrite", True)  # callers own their output folders (segment stages in a fresh one)
     wf = make_workflow(bundle, ["inference", *overlays], "infer", dataset_dir=str(dataset_dir),
                        output_dir=str(output_dir), **override)
     wf.initialize()

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 SUMMARY_METRICS: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "hd", "hd95", "msd")
 #: config ids the cross-validation sets itself.
 RESERVED_OVERRIDES: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "ckpt_dir", "output_dir", "bundle_root",
-                                       "device", "train_datalist", "val_datalist")
+                                       "device", "train_datalist", "val_datalist", "resume")
 
 
 def parse_overlays(overlays: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -354,7 +354,8 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         t0 = time.perf_counter()
         ckpt = train_bundle(root, dataset_dir, overlays=ovl, progress=progress, datalist=str(folds_path), fold=k,
                             ckpt_dir=str(fold_dir / "models"), output_dir=str(fold_dir / "train_logs"),
-                            train_datalist=train_items, val_datalist=inner_val, **train_over)
+                            train_datalist=train_items, val_datalist=inner_val, resume=not overwrite,
+                            overwrite=bool(overwrite), **train_over)
         train_s = time.perf_counter() - t0
         pred_dir = fold_dir / "pred"
         t0 = time.perf_counter()

@@ -1,0 +1,7 @@
+"""Ignite/MONAI handlers used by the bundle configs."""
+
+from __future__ import annotations
+
+from spine_monai.handlers.checkpoint import CheckpointManager, atomic_torch_save
+
+__all__ = ["CheckpointManager", "atomic_torch_save"]
