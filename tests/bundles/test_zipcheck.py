@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import stat
 import struct
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from spine_monai.bundle import zipcheck
 from spine_monai.bundle.zipcheck import BundleZipError, install_bundle, validate_bundle_zip
 
 NAME = "toy_spine_mri_segmentation"
@@ -29,7 +32,8 @@ MODEL = bytes(range(256)) * 16  # 4096 bytes
 def _good_members() -> dict[str, bytes]:
     return {
         f"{NAME}/configs/metadata.json": json.dumps(META).encode(),
-        f"{NAME}/configs/inference.json": b'{"network_def": {"_target_": "BasicUNet"}}',
+        # a dotted target: a bare one would make the audit import all of monai (slow) to look it up
+        f"{NAME}/configs/inference.json": b'{"network_def": {"_target_": "monai.networks.nets.BasicUNet"}}',
         f"{NAME}/models/model.pt": MODEL,
         f"{NAME}/docs/README.md": b"# toy\n",
     }
@@ -64,6 +68,32 @@ def _without(key: str) -> dict:
     return {k: v for k, v in META.items() if k != key}
 
 
+EVIL_CONFIG = {
+    "imports": ["$import os"],
+    "boom": {"_target_": "os.system", "command": "touch pwned"},
+    "run": ["$__import__('subprocess').call(['touch', 'pwned'])"],
+}
+
+
+def _config(tmp_path: Path, raw: bytes, member: str = "configs/inference.json") -> Path:
+    path = f"{NAME}/{member}"
+    return _zip(tmp_path, [(path, raw)], drop=path)
+
+
+def _claim(path: Path, entries: int) -> Path:
+    """Make the end-of-central-directory record claim ``entries`` members (the directory itself is unchanged)."""
+    raw = bytearray(path.read_bytes())
+    end = raw.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", raw, end + 8, entries, entries)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _zeros(tmp_path: Path, n: int) -> Path:
+    """``n`` members of exactly 1 MiB of zeros: each below the per-member ratio check, together a bomb."""
+    return _zip(tmp_path, [(f"{NAME}/data/z{i}.bin", bytes(1024**2)) for i in range(n)])
+
+
 # Each case: (builder of the bad zip, keyword limits, expected message fragment).
 BAD: dict[str, tuple[Callable[[Path], Path], dict, str]] = {
     "absolute": (lambda t: _zip(t, [("/etc/evil", b"x")]), {}, "absolute path"),
@@ -92,6 +122,15 @@ BAD: dict[str, tuple[Callable[[Path], Path], dict, str]] = {
     "truncated": (lambda t: _truncate(_zip(t)), {}, "not a valid zip"),
     "file_name_mismatch": (lambda t: _zip(t).rename(t / f"{NAME}_v0.2.0.zip"), {}, "file name says"),
     "overlapping_entries": (lambda t: _overlap(_zip(t)), {}, "overlaps"),
+    "end_record_lies_low": (lambda t: _claim(_zip(t), 1), {}, "end record claims 1 members, the central directory"),
+    "end_record_lies_past_limit": (lambda t: _claim(_zip(t), 1), {"max_members": 3}, "4 members > max_members=3"),
+    "total_ratio": (lambda t: _zeros(t, 10), {}, r"expands \d+:1 in total"),
+    "long_component": (lambda t: _zip(t, [(f"{NAME}/docs/{'a' * 256}.md", b"x")]), {}, "component of 259 bytes > 255"),
+    "long_name": (lambda t: _zip(t, [(f"{NAME}/" + "/".join(["d" * 200] * 21), b"x")]), {}, r"name of \d+ bytes > 40"),
+    "config_target_os_system": (lambda t: _config(t, json.dumps(EVIL_CONFIG).encode()), {}, "pass --trust"),
+    "config_yaml": (lambda t: _config(t, b"x: $__import__('os')\n", "configs/extra.yaml"), {}, "extra.yaml: x: "),
+    "config_not_json": (lambda t: _config(t, b'{"a": '), {}, "inference.json'.*not valid UTF-8 JSON"),
+    "config_duplicate_key": (lambda t: _config(t, b'{"a": 1, "a": "$os.system(1)"}'), {}, "duplicate key 'a'"),
 }
 
 
@@ -159,6 +198,8 @@ def test_bad_zip_refused_and_nothing_written(tmp_path, case, bundle_dir_exists):
     with pytest.raises(ValueError, match=match) as err:
         install_bundle(str(zip_path), str(bundle_dir), **limits)
     assert isinstance(err.value, BundleZipError) and zip_path.name in str(err.value)
+    lines = str(err.value).splitlines()
+    assert len(lines) == (2 if case == "config_target_os_system" else 1)  # one line, or one per audit finding
     assert bundle_dir.exists() == bundle_dir_exists and _tree(bundle_dir) == []
     with pytest.raises(ValueError, match=match):
         validate_bundle_zip(zip_path, **limits)
@@ -251,3 +292,125 @@ def test_missing_zip(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         install_bundle(tmp_path / "nope.zip", tmp_path / "bundles")
     assert not (tmp_path / "bundles").exists()
+
+
+def test_audit_refusal_lists_each_finding_and_trust_installs(tmp_path, caplog):
+    zip_path = _config(tmp_path, json.dumps(EVIL_CONFIG).encode())
+    bundle_dir = tmp_path / "bundles"
+    with pytest.raises(BundleZipError) as err:
+        install_bundle(zip_path, bundle_dir)
+    first, second = str(err.value).splitlines()
+    assert first.startswith(f"refusing bundle zip {zip_path}: 2 config entries leave the allow-list (pass --trust")
+    assert f"{NAME}/configs/inference.json: boom#_target_: " in first and first.endswith("os.system")
+    assert second.startswith(f"{NAME}/configs/inference.json: run#0: ") and "__import__" in second
+    assert not bundle_dir.exists() and not (tmp_path / "pwned").exists()
+    with caplog.at_level(logging.WARNING, logger="spine_monai.bundle.zipcheck"):
+        out = Path(install_bundle(zip_path, bundle_dir, trust=True))
+    assert "2 config entries leave the allow-list" in caplog.text and "boom#_target_" in caplog.text
+    assert json.loads((out / "configs" / "inference.json").read_text()) == EVIL_CONFIG
+    assert validate_bundle_zip(zip_path, trust=True)[0] == NAME
+
+
+def test_audit_list_is_capped(tmp_path):
+    config = {f"k{i}": f"$eval('{i}')" for i in range(30)}
+    with pytest.raises(BundleZipError) as err:
+        validate_bundle_zip(_config(tmp_path, json.dumps(config).encode()))
+    lines = str(err.value).splitlines()
+    assert "30 config entries" in lines[0] and len(lines) == zipcheck.MAX_LISTED_FINDINGS + 1
+    assert lines[-1] == f"... and {30 - zipcheck.MAX_LISTED_FINDINGS} more"
+
+
+def test_oversized_config_refused_before_parsing(tmp_path, monkeypatch):
+    monkeypatch.setattr(zipcheck, "CONFIG_MAX_BYTES", 300)  # metadata.json (about 200 bytes) still fits
+    zip_path = _config(tmp_path, json.dumps({"pad": "x" * 400}).encode())
+    with pytest.raises(BundleZipError, match=r"inference.json'.*bytes > 300 \(too large to check\)"):
+        validate_bundle_zip(zip_path)
+
+
+def test_cli_refuses_without_trust_and_installs_with_it(tmp_path, capsys):
+    from spine_monai.cli import main
+
+    zip_path = _config(tmp_path, json.dumps(EVIL_CONFIG).encode())
+    bundle_dir = tmp_path / "bundles"
+    with pytest.raises(SystemExit) as exc:
+        main(["install-bundle", str(zip_path), "--bundle_dir", str(bundle_dir)])
+    assert exc.value.code == 2 and "pass --trust" in capsys.readouterr().err
+    assert not bundle_dir.exists()
+    main(["install-bundle", str(zip_path), "--bundle_dir", str(bundle_dir), "--trust"])
+    assert (bundle_dir / NAME / "configs" / "inference.json").is_file()
+
+
+@pytest.mark.parametrize("func", [install_bundle, validate_bundle_zip])
+def test_default_limits_fit_a_bundle(func):
+    params = inspect.signature(func).parameters
+    assert params["max_total_bytes"].default <= 1024**3 and params["max_member_bytes"].default <= 1024**3
+    assert params["max_total_ratio"].default <= 50 and params["trust"].default is False
+
+
+def test_many_small_members_bomb_refused_by_total_ratio_only(tmp_path):
+    zip_path = _zeros(tmp_path, 10)
+    validate_bundle_zip(zip_path, max_total_ratio=10_000)  # each member alone passes
+    with pytest.raises(BundleZipError, match="in total"):
+        validate_bundle_zip(zip_path)
+
+
+def test_target_path_too_long_refused_in_one_line(tmp_path):
+    zip_path = _zip(tmp_path, [(f"{NAME}/docs/" + "/".join(["p" * 250] * 2) + ".md", b"x")])
+    validate_bundle_zip(zip_path)  # fine as a zip: only the install location makes it too long
+    bundle_dir = tmp_path.joinpath(*["d" * 250] * 14)
+    with pytest.raises(BundleZipError, match="target path of .* bytes >= PATH_MAX") as err:
+        install_bundle(zip_path, bundle_dir)
+    assert "\n" not in str(err.value) and not (tmp_path / ("d" * 250)).exists()
+
+
+def test_bundle_name_too_long_for_the_temporary_folder(tmp_path):
+    name = "b" * 240
+    path = _write(tmp_path / "long.zip", {f"{name}/{k.split('/', 1)[1]}": v for k, v in _good_members().items()})
+    with pytest.raises(BundleZipError, match="bundle name too long") as err:
+        install_bundle(path, tmp_path / "bundles")
+    assert "\n" not in str(err.value) and not (tmp_path / "bundles").exists()
+
+
+def test_unwritable_bundle_dir_refused_in_one_line(tmp_path, monkeypatch):
+    def denied(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(zipcheck.tempfile, "mkdtemp", denied)  # as on a read-only folder (root ignores chmod)
+    bundle_dir = tmp_path / "new" / "bundles"
+    with pytest.raises(BundleZipError, match=r"cannot write to .*bundles \(PermissionError: Permission denied\)") as e:
+        install_bundle(_zip(tmp_path), bundle_dir)
+    assert "\n" not in str(e.value) and not (tmp_path / "new").exists()  # the folders it made are removed again
+
+
+def test_bundle_dir_under_a_regular_file_refused_in_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BundleZipError, match="cannot write to") as err:
+        install_bundle(_zip(tmp_path), blocker / "bundles")
+    assert "\n" not in str(err.value) and blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_bundle_dir_refused(tmp_path):
+    bundle_dir = tmp_path / "bundles"
+    bundle_dir.mkdir()
+    bundle_dir.chmod(0o555)
+    try:
+        with pytest.raises(BundleZipError, match="cannot write to"):
+            install_bundle(_zip(tmp_path), bundle_dir)
+    finally:
+        bundle_dir.chmod(0o755)
+    assert _tree(bundle_dir) == []
+
+
+def test_killed_install_leftover_removed_by_next_install(tmp_path):
+    bundle_dir = tmp_path / "bundles"
+    bundle_dir.mkdir()
+    stale = Path(tempfile.mkdtemp(prefix=f".{NAME}.", suffix=".partial", dir=bundle_dir))  # as a killed run left it
+    (stale / NAME / "models").mkdir(parents=True)
+    (stale / NAME / "models" / "model.pt").write_bytes(b"half")
+    other = Path(tempfile.mkdtemp(prefix=".other_bundle.", suffix=".partial", dir=bundle_dir))  # another bundle's
+    lookalike = bundle_dir / f".{NAME}.keep.partial"  # not a mkdtemp name
+    lookalike.mkdir()
+    install_bundle(_zip(tmp_path), bundle_dir)
+    assert sorted(os.listdir(bundle_dir)) == sorted([NAME, other.name, lookalike.name])
