@@ -68,18 +68,22 @@ def output_names(datalist: list[dict], output_dir: str | os.PathLike, postfix: s
     return out
 
 
-def check_existing_outputs(datalist: list[dict], output_dir: str | os.PathLike, postfix: str = "seg",
+def check_existing_outputs(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, postfix: str = "seg",
                            overwrite: bool = False) -> bool:
     """Refuse an inference run that would replace existing label files, unless ``overwrite`` (``--overwrite true``).
 
     Called from ``inference.json``'s ``initialize``, so ``python -m monai.bundle run`` never overwrites a result
-    silently.
+    silently. A ``dataset_dir`` that does not exist (yet) is not checked here: the dataset reports it when it runs,
+    and ``monai.bundle.load`` of an inference workflow without data must still initialise.
 
     Raises:
         FileExistsError: naming the first existing output and how many there are.
     """
-    if overwrite:
+    from spine_monai.bundle.record import as_bool
+
+    if as_bool(overwrite, "overwrite") or not Path(dataset_dir).exists():
         return True
+    datalist = list_images(dataset_dir)
     existing = [p for p in output_names(datalist, output_dir, postfix) if p.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""

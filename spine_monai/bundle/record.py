@@ -56,6 +56,7 @@ __all__ = [
     "check_settings",
     "inference_overrides",
     "sha256_file",
+    "as_bool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,21 @@ logger = logging.getLogger(__name__)
 FORMAT = "spine_monai.model_config/1"
 #: settings that may differ between training and inference without changing what the weights compute
 FREE_SETTINGS = frozenset({"roi_size", "sw_batch_size", "slice_chunk"})
+
+
+def as_bool(value: Any, name: str = "flag") -> bool:
+    """A boolean from a config or command-line value: ``fire`` passes ``--resume true`` as the string ``"true"``.
+
+    Raises:
+        ValueError: for anything but a bool, 0/1, or true/false/yes/no/1/0 (any case).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ValueError(f"--{name} {value!r}: expected true or false.")
 
 
 def record_path(weights: str | os.PathLike) -> Path:

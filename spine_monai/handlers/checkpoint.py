@@ -16,8 +16,9 @@ engines (put the same object in ``train#handlers`` after the ``ValidationHandler
 - at start, with ``resume=True`` and a ``checkpoint.pt``: the run continues after its last completed epoch (epochs
   are counted once; the best metric so far is kept, so the resumed run does not replace a better ``model.pt``);
 - at start without ``resume``: an unfinished ``checkpoint.pt`` stops the run with one line (pass ``--resume true``
-  or ``--overwrite true``); an existing ``model.pt`` from an earlier run is moved to ``previous/`` with its record,
-  and the log says so, unless ``overwrite=True``.
+  or ``--overwrite true``); an existing ``model.pt`` from an earlier run is copied to ``previous/`` with its record,
+  and the log says so, unless ``overwrite=True`` (the original stays in place until the first validation replaces
+  it, so a bundle served by MONAI Label always has a model).
 
 Under ``torchrun`` only rank 0 writes; every rank restores the same checkpoint on resume.
 """
@@ -28,13 +29,14 @@ import datetime
 import logging
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from spine_monai.bundle.record import _same, read_record, record_path, write_record
+from spine_monai.bundle.record import _same, as_bool, read_record, record_path, write_record
 
 __all__ = ["CheckpointManager", "atomic_torch_save"]
 
@@ -109,8 +111,8 @@ class CheckpointManager:
         self.settings = dict(settings or {})
         self.overlays = list(overlays)
         self.bundle_root = bundle_root
-        self.resume = bool(resume)
-        self.overwrite = bool(overwrite)
+        self.resume = as_bool(resume, "resume")
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.model_path = self.save_dir / key_metric_filename
         self.checkpoint_path = self.save_dir / checkpoint_filename
         self.best_metric: float | None = None
@@ -161,12 +163,13 @@ class CheckpointManager:
         while target.exists():
             target = folder / f"{self.model_path.stem}-{stamp}-{n}{self.model_path.suffix}"
             n += 1
-        os.replace(self.model_path, target)
+        # a copy, so the bundle keeps a usable model.pt (MONAI Label serves it) until the first validation
+        shutil.copy2(self.model_path, target)
         rec = record_path(self.model_path)
         if rec.is_file():
-            os.replace(rec, record_path(target))
-        logger.warning("kept the earlier %s as %s (pass --overwrite true to replace it without keeping it)",
-                       self.model_path, target)
+            shutil.copy2(rec, record_path(target))
+        logger.warning("kept a copy of the earlier %s as %s; this run replaces it at its first validation (pass "
+                       "--overwrite true to keep no copy)", self.model_path, target)
 
     def _read_checkpoint(self) -> dict[str, Any]:
         try:

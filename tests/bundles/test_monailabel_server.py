@@ -5,8 +5,9 @@ and dimension 3; ``/infer/<bundle>?image=<id>`` returns a label map on the input
 anisotropic LAS copy of one); ``/train/<bundle>?run_sync=true`` trains one epoch on the datastore's labelled images
 and rewrites ``models/model.pt``; the next ``/infer`` reloads it and gives another label map.
 
-Only the copy of the bundle in ``tmp_path`` gets small constants (features, pixdim, patch and ROI size, one worker):
-the full-size defaults would take minutes on a CPU. Install recipe: docs/monailabel.md.
+Only the copy of the bundle in ``tmp_path`` gets small constants (features, pixdim, patch and ROI size, one worker) in
+its ``train.json``; its ``inference.json`` is unchanged and takes them from the record ``models/model_config.json``
+beside the initial weights, as it does for any trained model. The full-size defaults would take minutes on a CPU. Install recipe: docs/monailabel.md.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ def small_bundle_copy(dst: Path) -> Path:
     """Copy the bundle to ``dst`` with small constants and a network whose head is zero (logits 0 everywhere)."""
     from spine_monai.networks.nets.saunet import SAUNet
 
-    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*"))
-    for cfg in ("train.json", "inference.json"):
-        path = dst / "configs" / cfg
-        config = json.loads(path.read_text())
-        config.update({k: v for k, v in SMALL.items() if k in config})
-        path.write_text(json.dumps(config, indent=4))
+    from spine_monai.bundle.record import write_record
+
+    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
+    path = dst / "configs" / "train.json"  # inference.json stays as shipped: it reads models/model_config.json
+    config = json.loads(path.read_text())
+    config.update({k: v for k, v in SMALL.items() if k in config})
+    path.write_text(json.dumps(config, indent=4))
     torch.manual_seed(0)
     net = SAUNet(features=tuple(SMALL["features"]))
     with torch.no_grad():  # sigmoid(0) = 0.5 -> every voxel 1 after the threshold, until training moves the head
@@ -61,6 +63,7 @@ def small_bundle_copy(dst: Path) -> Path:
         net.head.bias.zero_()
     (dst / "models").mkdir(exist_ok=True)
     torch.save(net.state_dict(), dst / "models" / "model.pt")
+    write_record(dst / "models" / "model.pt", {k: SMALL[k] for k in ("pixdim", "roi_size", "features")}, (), dst)
     return dst
 
 
@@ -206,3 +209,5 @@ def test_train_rewrites_model_and_next_infer_uses_it(server, tmp_path):
     assert after.shape == before.shape
     assert not np.array_equal(after, before)
     assert "Reload model from cache" in server.log_tail(200_000)
+    record = json.loads((model_pt.parent / "model_config.json").read_text())  # training wrote the new record
+    assert record["settings"]["features"] == SMALL["features"] and record["metric"]["name"] == "val_mean_dice"

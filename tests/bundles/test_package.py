@@ -137,7 +137,7 @@ def test_refuses_metadata_without_required_key(bundle):
 
 def test_refuses_weights_that_do_not_match(bundle, tmp_path):
     torch.save(SAUNet(features=(4, 8, 32)).state_dict(), bundle / "models" / "model.pt")
-    with pytest.raises(ValueError, match="'weights'.*does not match network_def"):
+    with pytest.raises(ValueError, match="'weights'.*weights do not match the network.*shape mismatch"):
         package_bundle(str(bundle), out_dir=str(tmp_path / "dist"))
 
 

@@ -125,3 +125,12 @@ def test_package_trained_run(tmp_path):
         package_bundle(str(BUNDLE), out_dir=str(tmp_path / "dist2"), weights=str(path))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "dist2").exists() or not list((tmp_path / "dist2").glob("*.zip"))
+
+
+def test_as_bool_reads_command_line_spellings():
+    from spine_monai.bundle.record import as_bool
+
+    assert as_bool("true") and as_bool("True") and as_bool(True) and as_bool(1) and as_bool("yes")
+    assert not as_bool("false") and not as_bool("False") and not as_bool(False) and not as_bool("0")
+    with pytest.raises(ValueError, match="--resume 'maybe': expected true or false"):
+        as_bool("maybe", "resume")

@@ -159,3 +159,43 @@ def test_crossval_two_folds_files_and_resume(tmp_path):
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match="other settings"):
         crossval(str(BUNDLE), str(data), folds=2, out=out, device="cpu", progress=False, **{**TINY, "epochs": 2})
+
+
+@pytest.mark.slow
+def test_crossval_killed_mid_fold_resumes_that_fold(tmp_path):
+    """SIGKILL during a fold's training; the same command resumes it from its checkpoint, epochs counted once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    data = _pairs(tmp_path / "pairs", n=6)
+    out = tmp_path / "cv"
+    cmd = [sys.executable, "-m", "spine_monai", "crossval", str(BUNDLE), "--dataset_dir", str(data), "--folds", "2",
+           "--max_folds", "1", "--out", str(out), "--device", "cpu", "--progress", "false",
+           *[a for k, v in {**TINY, "epochs": 60, "val_interval": 5}.items()
+             for a in (f"--{k}", json.dumps(v, separators=(",", ":")))]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ckpt = out / "fold_0" / "models" / "checkpoint.pt"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ckpt.is_file() and torch.load(ckpt, weights_only=True)["epoch"] >= 3:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 3 <= killed_at < 60 and not (out / "fold_0" / "result.json").exists()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {ckpt} after epoch {killed_at}" in again.stdout + again.stderr
+    final = torch.load(ckpt, weights_only=True)
+    assert final["history"] == list(range(1, 61))
+    assert (out / "fold_0" / "result.json").is_file()
+    assert (out / "fold_0" / "models" / "model_config.json").is_file()

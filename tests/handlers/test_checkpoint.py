@@ -93,4 +93,4 @@ def test_sigkill_then_resume_counts_epochs_once(tmp_path):
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     kept = list((models / "previous").glob("model-*.pt"))
     assert len(kept) == 1 and (models / "previous" / f"{kept[0].stem}_config.json").is_file()
-    assert "kept the earlier" in fresh.stdout + fresh.stderr
+    assert "kept a copy of the earlier" in fresh.stdout + fresh.stderr
