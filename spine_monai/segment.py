@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from spine_monai.bundle.runner import infer_bundle, resolve_bundle
+from spine_monai.transforms.memory import check_bundle_memory
 from spine_monai.transforms.validate import InputError, check_volume_array
 
 __all__ = ["segment", "read_scan", "label_names", "label_volumes", "resolve_device"]
@@ -115,11 +116,16 @@ def read_scan(input_path: str | os.PathLike) -> Any:
     Raises:
         FileNotFoundError: if the input does not exist.
         ValueError: (``InputError`` for bad content) if it cannot be read, is 2D, a single slice, 4D, empty,
-            constant, or holds NaN/Inf.
+            constant, complex or holds NaN/Inf; if its gzip data are corrupt (CRC), its affine is NaN/Inf or
+            singular, its spacing implausible, or a DICOM series lacks pixel data in a slice or has missing slices
+            (:func:`spine_monai.transforms.files.check_image_file`, run before loading).
     """
     from monai.transforms import LoadImage
 
+    from spine_monai.transforms.files import check_image_file
+
     path = _check_input_path(input_path)
+    check_image_file(path)  # what the readers let through silently: corrupt gzip, complex data, broken headers
     loader = LoadImage(image_only=True, ensure_channel_first=True)  # reader set-up logs outside the capture
     native: list[str] = []
     try:
@@ -160,14 +166,48 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def _real(path: str | os.PathLike) -> Path:
+    """The path the file system will use: absolute, symbolic links and ``..`` resolved as the kernel will resolve
+    them once the missing folders exist (``x/../a`` is ``a`` even when ``x`` does not exist yet)."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two (resolved) paths name the same file, hard links included."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_name_lengths(out: Path) -> None:
+    try:
+        name_max = os.pathconf(str(next(p for p in (out, *out.parents) if p.exists())), "PC_NAME_MAX")
+    except (OSError, ValueError, StopIteration):
+        name_max = 255
+    for part in out.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise ValueError(f"{out}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; this file "
+                             f"system allows {name_max}.")
+    if len(os.fsencode(str(out))) >= 4096:
+        raise ValueError(f"{str(out)[:80]}...: path too long for the file system ({len(str(out))} characters).")
+
+
 def _check_output(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, overwrite: bool) -> Path:
-    """An output path whose folder (or nearest existing ancestor) is writable and that does not exist yet."""
-    out = Path(path).expanduser().absolute()
+    """An output path whose folder (or nearest existing ancestor) is writable and that does not exist yet.
+
+    The path is resolved the way the file system will resolve it (:func:`_real`) before anything is checked, so
+    every spelling of an existing file (relative, ``./``, ``x/../``, a symbolic link) is recognised as that file.
+    """
+    out = _real(path)
+    _check_name_lengths(out)
     if not out.name.lower().endswith(suffixes):
         raise ValueError(f"{out}: the {what} file name must end with {' or '.join(suffixes)}.")
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; give a file name for the {what}.")
-    if out.exists() and not overwrite:
+    if os.path.lexists(out) and not overwrite:
         raise ValueError(f"{out}: already exists; pass --overwrite to replace it.")
     anc = out.parent
     while not anc.exists() and anc != anc.parent:
@@ -267,7 +307,9 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
         bundle: bundle folder or name (e.g. ``saunet_spine_mri_segmentation``).
         input_path: a NIfTI / .mha / .mhd / .nrrd file or a folder with one DICOM series; a 3D volume.
         output_path: the label map to write (``.nii.gz`` or ``.nii``), in the input's geometry, uint8.
-        weights: weights file; default ``<bundle>/models/model.pt``.
+        weights: weights file; default ``<bundle>/models/model.pt``. The configuration record beside it
+            (``model_config.json``, written by training) supplies the settings it was trained with, so no override
+            is needed; an override that contradicts it is refused with one line naming the setting.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         overlay: optional PNG of the middle sagittal slice with the label overlaid.
         volumes_json: optional JSON with the volume (ml) and voxel count of each label.
@@ -288,17 +330,24 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
 
     root = resolve_bundle(bundle)
     src = _check_input_path(input_path)
+    for target in (output_path, overlay, volumes_json):
+        if target is not None and _same_file(src, _real(target)):
+            raise ValueError(f"{_real(target)}: is the input scan {src}; choose another output name (the input is "
+                             "never overwritten, not even with --overwrite).")
     outputs = {"label": _check_output(output_path, (".nii.gz", ".nii"), "label map", overwrite)}
     if overlay is not None:
         outputs["overlay"] = _check_output(overlay, (".png",), "overlay", overwrite)
     if volumes_json is not None:
         outputs["volumes"] = _check_output(volumes_json, (".json",), "volumes", overwrite)
-    finals = [p.resolve() if p.exists() else p for p in outputs.values()]
-    if len(set(finals)) != len(finals) or src in finals:
-        raise ValueError(f"{outputs['label']}: the input and the output files must all be different paths.")
+    finals = list(outputs.values())
+    if len(set(finals)) != len(finals) or any(_same_file(src, p) for p in finals):
+        same = next((p for p in finals if _same_file(src, p)), outputs["label"])
+        raise ValueError(f"{same}: is the input {src} (or another output); the input and the output files must all "
+                         "be different files.")
     ckpt = _resolve_weights(root, weights)
     dev = resolve_device(device)
     image = read_scan(src)
+    check_bundle_memory(image, str(src), root, {**overrides, "ckpt_path": str(ckpt)})  # one line if too large
     load_network(root, ckpt, **overrides)  # one-line error for unreadable or non-matching weights (CPU)
 
     override: dict[str, Any] = {"device": f"$torch.device('{dev}')", "dataset#data": [{"image": str(src)}]}

@@ -200,7 +200,7 @@ def _bundle_without_weights(tmp_path: Path) -> Path:
     ("output_parent_is_file", ValueError, "is a file, not a folder"),
     ("output_not_writable", ValueError, "not writable"),
     ("output_suffix", ValueError, "must end with .nii.gz or .nii"),
-    ("output_is_input", ValueError, "must all be different"),
+    ("output_is_input", ValueError, "is the input scan"),
     ("device_unknown", ValueError, "device="),
     ("device_cuda_99", ValueError, "cuda:99"),
 ])

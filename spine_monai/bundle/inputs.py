@@ -77,9 +77,10 @@ def check_existing_outputs(dataset_dir: str | os.PathLike, output_dir: str | os.
     and ``monai.bundle.load`` of an inference workflow without data must still initialise.
 
     Raises:
-        FileExistsError: naming the first existing output and how many there are.
+        InputError: (a ``ValueError``) naming the first existing output and how many there are.
     """
     from spine_monai.bundle.record import as_bool
+    from spine_monai.errors import InputError
 
     if as_bool(overwrite, "overwrite") or not Path(dataset_dir).exists():
         return True
@@ -87,6 +88,6 @@ def check_existing_outputs(dataset_dir: str | os.PathLike, output_dir: str | os.
     existing = [p for p in output_names(datalist, output_dir, postfix) if p.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(f"{existing[0]}: already exists{more}; pass --overwrite true to replace, or choose "
+        raise InputError(f"{existing[0]}: already exists{more}; pass --overwrite true to replace, or choose "
                               "another --output_dir.")
     return True

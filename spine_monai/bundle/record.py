@@ -46,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from spine_monai.errors import InputError
+
 __all__ = [
     "FORMAT",
     "FREE_SETTINGS",
@@ -78,7 +80,7 @@ def as_bool(value: Any, name: str = "flag") -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
         return value.strip().lower() in ("true", "yes", "1")
-    raise ValueError(f"--{name} {value!r}: expected true or false.")
+    raise InputError(f"--{name} {value!r}: expected true or false.")
 
 
 def record_path(weights: str | os.PathLike) -> Path:
@@ -108,11 +110,11 @@ def read_record(weights: str | os.PathLike) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: unreadable model record ({type(err).__name__}: {err}).") from None
+        raise InputError(f"{path}: unreadable model record ({type(err).__name__}: {err}).") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("settings"), dict):
-        raise ValueError(f"{path}: not a {FORMAT} record (delete it to use the config's defaults).")
+        raise InputError(f"{path}: not a {FORMAT} record (delete it to use the config's defaults).")
     if not isinstance(record.get("overlays", []), list):
-        raise ValueError(f"{path}: 'overlays' must be a list.")
+        raise InputError(f"{path}: 'overlays' must be a list.")
     return record
 
 
@@ -132,7 +134,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    raise ValueError(f"setting value {value!r} ({type(value).__name__}) cannot be recorded; use JSON values.")
+    raise InputError(f"setting value {value!r} ({type(value).__name__}) cannot be recorded; use JSON values.")
 
 
 def _bundle_meta(bundle_root: str | os.PathLike | None) -> tuple[str | None, str | None]:
@@ -221,14 +223,14 @@ def check_settings(weights: str | os.PathLike, settings: Mapping[str, Any],
         if key in FREE_SETTINGS or key not in settings:
             continue
         if not _same(trained, settings[key]):
-            raise ValueError(
+            raise InputError(
                 f"{weights}: trained with {key}={_fmt(trained)} ({rec_path.name}) but this run uses "
                 f"{key}={_fmt(settings[key])}; drop --{key} or pass the trained value."
             )
     if overlays is not None:
         missing = [o for o in record.get("overlays", []) if o not in set(overlays)]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{weights}: trained with overlay {missing[0]} ({rec_path.name}); add configs/{missing[0]}.json "
                 "after inference.json (the spine_monai commands do this themselves)."
             )

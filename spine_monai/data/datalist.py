@@ -201,3 +201,28 @@ def load_datalist(path: str | os.PathLike, fold: int | None = None, split: str =
             continue
         selected.append({key: _to_absolute(value, key, base) for key, value in item.items()})
     return selected
+
+
+def label_values(path: str | os.PathLike, default: Sequence[int] = (0, 1)) -> list[int]:
+    """The label values a training datalist declares, for ``ValidateLabeld`` in ``train.json``.
+
+    Order: the datalist's ``label_values`` (written by ``python -m spine_monai datalist`` from the label files it
+    found), else the integer keys of its ``labels`` map (the phantoms: ``{0, 1}``, or the 20 MRSpineSeg ids with
+    ``binary=False``), else ``default``. A missing datalist (MONAI Label passes its own data) gives ``default``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return [int(v) for v in default]
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return [int(v) for v in default]
+    values = data.get("label_values")
+    if isinstance(values, list) and values and all(isinstance(v, int) for v in values):
+        return sorted({0, *values})
+    labels = data.get("labels")
+    if isinstance(labels, dict):
+        keys = [int(k) for k in labels if str(k).lstrip("-").isdigit()]
+        if keys:
+            return sorted({0, *keys})
+    return [int(v) for v in default]

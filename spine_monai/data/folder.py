@@ -75,7 +75,9 @@ def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | Non
         seed: fold seed.
         pattern, label_suffix, include: see :func:`find_pairs`.
         binarize: recorded in the datalist (``"binary_labels": true``): the label maps are meant as spine vs
-            background; bundles apply the threshold.
+            background; bundles apply the threshold. The integer values found in the label files are recorded as
+            ``label_values`` (e.g. vertebra instance ids 0..9): training accepts exactly those and refuses a label
+            with any other value (a soft value, -1, 255 that was not there) naming the file.
 
     Returns:
         The datalist path.
@@ -88,7 +90,21 @@ def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | Non
         if out_path.suffix != ".json":
             out_path = out_path / "datalist.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"label_values": _label_values(pairs)} if binarize else {}
     path = write_datalist(pairs, out_path, folds=folds, seed=seed, name=Path(dataset_dir).resolve().name,
-                          source=str(Path(dataset_dir).resolve()), binary_labels=bool(binarize))
+                          source=str(Path(dataset_dir).resolve()), binary_labels=bool(binarize), **extra)
     logger.info("wrote %s (%d cases, %d folds)", path, len(pairs), folds)
     return str(path)
+
+
+def _label_values(pairs: Sequence[dict]) -> list[int]:
+    """Sorted union of the non-negative integer values of every label file (non-integer values are left out)."""
+    import nibabel as nib
+    import numpy as np
+
+    found: set[int] = {0}
+    for item in pairs:
+        data = np.asarray(nib.load(str(item["label"])).dataobj)
+        values = np.unique(data)
+        found.update(int(v) for v in values if np.isfinite(v) and float(v).is_integer() and v >= 0)
+    return sorted(found)

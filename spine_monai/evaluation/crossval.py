@@ -176,7 +176,8 @@ def prepare_folds(dataset_dir: str | os.PathLike, folds_file: str | os.PathLike,
             logger.info("%s has folds=%s; assigning %d folds with seed %d", datalist, data.get("folds"), folds, seed)
             items = [{k: v for k, v in it.items() if k != "fold"} for it in items]
         extra = {k: v for k, v in data.items()
-                 if k not in ("training", "folds", "seed", "numTraining") and not isinstance(v, list)}
+                 if k not in ("training", "folds", "seed", "numTraining") and (k == "label_values"
+                                                                               or not isinstance(v, list))}
         extra["source"] = str(datalist.resolve())
         return write_datalist(items, folds_file, folds=folds, seed=int(data.get("seed", seed)) if keep else seed,
                               **extra)

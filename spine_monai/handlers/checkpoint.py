@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from spine_monai.bundle.record import _same, as_bool, read_record, record_path, write_record
+from spine_monai.errors import InputError
 
 __all__ = ["CheckpointManager", "atomic_torch_save"]
 
@@ -134,7 +135,7 @@ class CheckpointManager:
         elif isinstance(engine, Evaluator):
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
         else:
-            raise ValueError(f"CheckpointManager attaches to a MONAI Trainer or Evaluator, not {type(engine).__name__}.")
+            raise ValueError(f"CheckpointManager attaches to a MONAI Trainer or Evaluator, not {type(engine).__name__}")
 
     # ------------------------------------------------------------------ trainer events
     def _started(self, engine: Any) -> None:
@@ -147,7 +148,7 @@ class CheckpointManager:
             state = self._read_checkpoint()
             done, total = int(state.get("epoch", 0)), int(engine.state.max_epochs or 0)
             if done < total:
-                raise ValueError(
+                raise InputError(
                     f"{self.checkpoint_path}: an unfinished earlier run (epoch {done} of {state.get('max_epochs')}) "
                     "is here; pass --resume true to continue it or --overwrite true to start over."
                 )
@@ -175,12 +176,12 @@ class CheckpointManager:
         try:
             state = torch.load(str(self.checkpoint_path), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any failure means the same to the user
-            raise ValueError(
+            raise InputError(
                 f"{self.checkpoint_path}: cannot be read with torch.load(weights_only=True) ({type(err).__name__}); "
                 "pass --overwrite true to start over."
             ) from None
         if not isinstance(state, dict) or "network" not in state or "epoch" not in state:
-            raise ValueError(f"{self.checkpoint_path}: not a spine_monai training checkpoint.")
+            raise InputError(f"{self.checkpoint_path}: not a spine_monai training checkpoint.")
         return state
 
     def _load_checkpoint(self, engine: Any) -> None:
@@ -188,7 +189,7 @@ class CheckpointManager:
         recorded = state.get("settings", {})
         for key, value in recorded.items():
             if key in self.settings and not _same(value, self.settings[key]):
-                raise ValueError(
+                raise InputError(
                     f"{self.checkpoint_path}: was trained with {key}={value!r} but this run uses "
                     f"{key}={self.settings[key]!r}; resume with the same settings or pass --overwrite true."
                 )

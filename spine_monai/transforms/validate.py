@@ -1,8 +1,14 @@
 """Input checks with errors that name the file and the problem.
 
-Bad input (a 2D or 4D image where a volume is expected, an empty or constant image, NaN/Inf values, a label whose
-shape or geometry differs from its image) must stop a run with one clear message instead of a shape error deep
-inside a network, or a silently wrong result.
+Bad input (a 2D or 4D image where a volume is expected, an empty or constant image, NaN/Inf values, a complex-valued
+image, a NaN/Inf, singular or rank-deficient affine, an implausible voxel spacing, a label whose shape or geometry
+differs from its image) must stop a run with one clear message instead of a shape error deep inside a network, or a
+silently wrong result.
+
+Choice: complex-valued images are refused, not converted: which real image is meant (magnitude, real part, phase)
+is the user's decision, and a silent magnitude would hide a wrong export. Note that MONAI's readers cast complex
+NIfTI data to float32, dropping the imaginary part, so a file is checked before loading too
+(:func:`spine_monai.transforms.files.check_image_file`); this module sees complex in-memory arrays.
 """
 
 from __future__ import annotations
@@ -16,11 +22,10 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from spine_monai.errors import InputError
+from spine_monai.transforms.geometry import SPACING_RANGE_MM, check_affine
+
 __all__ = ["ValidateImaged", "InputError", "source_name", "check_volume_array"]
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file and what is wrong with it."""
 
 
 def source_name(data: Any, fallback: str = "<in-memory image>") -> str:
@@ -33,8 +38,9 @@ def source_name(data: Any, fallback: str = "<in-memory image>") -> str:
 
 
 def check_volume_array(img: Any, name: str, channels: int | None = 1, min_size: int = 1,
-                       max_voxels: int = 2_000_000_000) -> None:
-    """Check a channel-first image ``(C, X, Y, Z)``.
+                       max_voxels: int = 2_000_000_000,
+                       spacing_range: tuple[float, float] | None = SPACING_RANGE_MM) -> None:
+    """Check a channel-first image ``(C, X, Y, Z)`` and, for a ``MetaTensor``, its affine.
 
     Args:
         img: the channel-first array or tensor.
@@ -42,6 +48,8 @@ def check_volume_array(img: Any, name: str, channels: int | None = 1, min_size: 
         channels: required number of channels (``None``: any).
         min_size: smallest allowed extent of each spatial axis.
         max_voxels: largest allowed number of voxels (absurd sizes are refused before any processing).
+        spacing_range: plausible voxel spacing (mm), see :func:`spine_monai.transforms.geometry.check_affine`;
+            ``None`` skips the spacing check (the affine is still checked for NaN/Inf and singularity).
 
     Raises:
         InputError: naming ``name`` and the problem.
@@ -61,7 +69,14 @@ def check_volume_array(img: Any, name: str, channels: int | None = 1, min_size: 
         raise InputError(f"{name}: empty or too small image, spatial shape {spatial} (each axis needs >= {min_size}).")
     if int(np.prod(spatial)) * shape[0] > max_voxels:
         raise InputError(f"{name}: absurd image size {spatial} ({int(np.prod(spatial))} voxels > {max_voxels}).")
+    if isinstance(img, MetaTensor):
+        check_affine(img.affine, name, spacing_range)
     t = img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+    if t.is_complex():
+        raise InputError(
+            f"{name}: complex-valued image ({str(t.dtype).replace('torch.', '')}); give a real image, e.g. the "
+            "magnitude (numpy.abs) of the reconstruction."
+        )
     if t.is_floating_point():
         finite = torch.isfinite(t)
         if not bool(finite.all()):
@@ -83,8 +98,9 @@ class ValidateImaged(MapTransform):
         allow_missing_keys: skip absent keys.
 
     Raises:
-        InputError: (a ``ValueError``) on a 2D/4D image, an empty, constant or non-finite image, or a label whose
-            shape or affine differs from its image.
+        InputError: (a ``ValueError``) on a 2D/4D image, an empty, constant, non-finite or complex image, a
+            NaN/Inf or singular affine, an implausible spacing, or a label whose shape or affine differs from its
+            image.
     """
 
     def __init__(self, keys: KeysCollection = "image", label_key: str | None = None, channels: int | None = 1,

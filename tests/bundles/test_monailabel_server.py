@@ -7,7 +7,8 @@ and rewrites ``models/model.pt``; the next ``/infer`` reloads it and gives anoth
 
 Only the copy of the bundle in ``tmp_path`` gets small constants (features, pixdim, patch and ROI size, one worker) in
 its ``train.json``; its ``inference.json`` is unchanged and takes them from the record ``models/model_config.json``
-beside the initial weights, as it does for any trained model. The full-size defaults would take minutes on a CPU. Install recipe: docs/monailabel.md.
+beside the initial weights, as it does for any trained model. The full-size defaults would take minutes on a CPU.
+Install recipe: docs/monailabel.md.
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ pytestmark = [
 
 def small_bundle_copy(dst: Path) -> Path:
     """Copy the bundle to ``dst`` with small constants and a network whose head is zero (logits 0 everywhere)."""
-    from spine_monai.networks.nets.saunet import SAUNet
-
     from spine_monai.bundle.record import write_record
+    from spine_monai.networks.nets.saunet import SAUNet
 
     shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
     path = dst / "configs" / "train.json"  # inference.json stays as shipped: it reads models/model_config.json
