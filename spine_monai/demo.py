@@ -1,21 +1,40 @@
 """The main job, ``python -m spine_monai demo``: phantoms -> train SAU-Net -> evaluate on held-out phantoms -> infer.
 
 Everything runs through the SAU-Net bundle's own configs (``bundles/saunet_spine_mri_segmentation``) with
-overrides that size the run for a CPU (fewer epochs, smaller patches); every override is written into the output
-folder's ``README.md`` so the run can be repeated with ``python -m monai.bundle run``.
+overrides that size the run for a CPU (fewer epochs, smaller patches). The output folder's ``README.md`` holds what
+was run: the command that repeats it, the same steps as ``python -m spine_monai phantoms`` and
+``python -m monai.bundle run`` commands with every override, the result table and the environment the figures hold
+for.
+
+Reproducibility. Phantoms are seeded per case, ``train.json`` calls ``monai.utils.set_determinism(seed=@seed)`` and
+the data loaders seed their workers from it, so two runs in the same environment give bit-identical weights and
+metrics. The figures move with the floating-point summation order of the CPU kernels, which depends on the number of
+torch threads and the instruction set the kernels use (``torch.backends.cpu.get_cpu_capability()``), and with the
+library versions; 15 epochs of training and the choice of the best of three validated checkpoints amplify a last-bit
+difference into a Dice difference of a few points. The demo therefore fixes the torch thread count when given
+(``threads``), records threads, instruction set, CPU model, versions and the git commit in ``summary.json`` and
+``README.md``, and fingerprints the phantoms (SHA-256 of the voxel data) and the trained weights, so a run elsewhere
+can tell whether its data or its training differed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import logging
 import os
+import platform
+import re
+import shlex
 import shutil
+import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_demo", "DEMO_OVERRIDES"]
+__all__ = ["run_demo", "DEMO_OVERRIDES", "environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +52,6 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "roi_size": [-1, 256, 256],
 }
 
-
 def _device(device: str) -> str:
     import torch
 
@@ -42,9 +60,189 @@ def _device(device: str) -> str:
     return device
 
 
+def _git_commit() -> str | None:
+    """``<commit>`` or ``<commit>+dirty`` (tracked files changed) of the checkout holding this package, else None."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head
+
+
+def environment(device: str) -> dict[str, Any]:
+    """What the demo's figures depend on besides its arguments: versions, CPU, instruction set, threads, commit."""
+    import monai
+    import numpy
+    import scipy
+    import torch
+
+    from spine_monai.evaluation.crossval import cpu_model
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "device": device,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
+    return env
+
+
+def _fingerprint_volumes(paths: Sequence[Path]) -> str:
+    """SHA-256 (first 16 hex digits) over the voxel data, shapes and affines of NIfTI files, in the given order."""
+    import nibabel as nib
+    import numpy as np
+
+    h = hashlib.sha256()
+    for p in paths:
+        img = nib.load(str(p))
+        h.update(np.ascontiguousarray(np.asanyarray(img.dataobj)).tobytes())
+        h.update(repr((img.shape, np.round(img.affine, 6).tolist())).encode())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint_weights(path: Path) -> str:
+    """SHA-256 (first 16 hex digits) over the tensors of a checkpoint (not the file, whose bytes hold no values
+    alone)."""
+    import torch
+
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _shell(text: str, out: Path | None = None) -> str:
+    """``text`` quoted for bash: paths inside ``out`` as ``"$OUT/..."``, ``$`` expressions kept literal."""
+    if out is not None and (text == str(out) or text.startswith(str(out) + os.sep)):
+        rest = text[len(str(out)):]
+        return f'"$OUT{rest}"' if not re.search(r'["\\$`!]', rest) else "$OUT" + shlex.quote(rest)
+    if "'" in text and not re.search(r'["\\`!]', text):
+        return '"' + text.replace("$", "\\$") + '"'
+    return shlex.quote(text)
+
+
+def _flags(values: Mapping[str, Any], out: Path | None = None) -> str:
+    """``--key value`` for ``fire`` (values as JSON without spaces), quoted for bash."""
+    parts = []
+    for k, v in values.items():
+        text = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        parts.append(f"--{k} {_shell(text, out)}")
+    return " ".join(parts)
+
+
+def _readme(out: Path, bundle: Path, cmd: str, args: Mapping[str, Any], train_overrides: Mapping[str, Any],
+            infer_overrides: Mapping[str, Any], ckpt: Path, table: str, info: Mapping[str, Any]) -> str:
+    """The output folder's README.md: what was run, how to repeat it, the results and their environment."""
+    env = info["environment"]
+    t = info["timings"]
+    threads = f"{env['cpu_threads']} torch threads" + ("" if args["threads"] is None else " (set with --threads)")
+    hw = env.get("gpu") or f"{env['cpu']}, {env['cpu_capability']} kernels, {threads}"
+    lines = [
+        "# SAU-Net demo: phantoms -> training -> held-out evaluation -> one segmented volume",
+        "",
+        f"Written by `python -m spine_monai demo`. {args['n']} training phantoms (seed {args['seed']}; fold 0 of "
+        f"{min(5, args['n'])} validates for checkpoint selection), {args['n_test']} held-out test phantoms (seed "
+        f"{args['seed'] + 1000}) never seen in training or selection; metrics in each test image's original geometry.",
+        "",
+        "## Result",
+        "",
+        table.strip(),
+        "",
+        f"Held-out Dice (spine) **{100 * info['dice_mean']:.2f} %** on {info['n_test_phantoms']} phantoms. Device: "
+        f"{env['device']} ({hw}); torch {env['torch']}, MONAI {env['monai']}. Time {t['total_s']:.0f} s (phantoms "
+        f"{t['phantoms_s']:.0f} s, training {t['train_s']:.0f} s, test inference {t['infer_test_s']:.0f} s).",
+        "",
+        "These figures hold for the environment below. The run is deterministic there (seeded phantoms, "
+        "`set_determinism` in train.json, seeded loader workers): repeating the command gives the same weights and "
+        "the same metrics. Another torch thread count, CPU instruction set (`cpu_capability`), GPU or library "
+        "version changes the floating-point summation order; 15 epochs and the choice of the best of three validated "
+        "checkpoints turn that into Dice differences of a few points. The fingerprints tell which part differed: "
+        "other phantoms, or the same phantoms and another training.",
+        "",
+        "## Outputs",
+        "",
+        "- `segmentation.nii.gz`: label map of the first test phantom, in its geometry (opens in 3D Slicer);",
+        "- `overlay.png`: one sagittal slice: image | prediction (fill) with the ground truth (outline) | errors "
+        "(TP green, FP red, FN blue) with the slice's and the volume's Dice;",
+        "- `metrics.csv` (per case), `metrics.md`, `summary.json` (everything below in JSON);",
+        "- `data/`, `test/` (phantoms and datalists), `models/model.pt`, `train_logs/` (TensorBoard), `test_pred/`.",
+        "",
+        "## Repeat",
+        "",
+        "```bash",
+        cmd,
+        "```",
+        "",
+        "The same steps with the bundle's configs (`B` the bundle folder, `OUT` this folder):",
+        "",
+        "```bash",
+        f"B={shlex.quote(str(bundle))}",
+        f"OUT={shlex.quote(str(out))}",
+        f"python -m spine_monai phantoms --n {args['n']} --out $OUT/data --seed {args['seed']} "
+        f"--folds {min(5, args['n'])} --shape_scale {args['shape_scale']}",
+        f"python -m spine_monai phantoms --n {args['n_test']} --out $OUT/test --seed {args['seed'] + 1000} --folds 2 "
+        f"--shape_scale {args['shape_scale']}",
+        "python -m monai.bundle run --config_file $B/configs/train.json --bundle_root $B --dataset_dir $OUT/data \\",
+        f"    {_flags(train_overrides, out)}",
+        "python -m monai.bundle run --config_file $B/configs/inference.json --bundle_root $B \\",
+        f"    --dataset_dir $OUT/test/imagesTr --output_dir $OUT/test_pred --ckpt_path "
+        f"{_shell(str(ckpt), out)} {_flags(infer_overrides, out)}",
+        "```",
+        "",
+        "The trained model carries its settings (`models/model_config.json` beside `models/model.pt`), so it is used "
+        "with no further flag, e.g. on your own scan:",
+        "",
+        "```bash",
+        f"python -m spine_monai segment $B -i scan.nii.gz -o seg.nii.gz --weights {_shell(str(ckpt), out)}",
+        f"python -m spine_monai package $B --weights {_shell(str(ckpt), out)}   # a zip that installs and segments",
+        "```",
+        "",
+        "Metrics: `spine_monai.metrics.segmentation.evaluate_pairs` on (`test_pred/<case>_seg.nii.gz`, "
+        "`test/labelsBinTr/<case>.nii.gz`) with `binarize=True`, then `aggregate`.",
+        "",
+        "## Environment",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in env.items()]
+    lines += [
+        f"| train.json seed | {info['train_seed']} |",
+        f"| data loader workers | {args['num_workers']} |",
+        f"| phantom fingerprint (train, test) | `{info['fingerprints']['train_data']}`, "
+        f"`{info['fingerprints']['test_data']}` |",
+        f"| weights fingerprint | `{info['fingerprints']['weights']}` |",
+        "",
+        f"Checkpoint: `{ckpt.relative_to(out) if ckpt.is_relative_to(out) else ckpt}`. Full train.json overrides: "
+        f"`{json.dumps(info['overrides'])}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, seed: int = 0,
-             device: str = "auto", shape_scale: float = 1.0, num_workers: int = 2, overwrite: bool = False,
-             **overrides: Any) -> str:
+             device: str = "auto", shape_scale: float = 1.0, num_workers: int = 2, threads: int | None = None,
+             overwrite: bool = False, **overrides: Any) -> str:
     """Run the demo end to end and return the output folder.
 
     Args:
@@ -54,13 +252,42 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
         seed: phantom seed (test phantoms use ``seed + 1000``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda:0"``.
         shape_scale: phantom in-plane size factor (1.0 = 256-512 pixels at 0.5-0.8 mm).
-        num_workers: data-loader workers.
-        overrides: further train.json overrides (e.g. ``epochs=30``), on top of :data:`DEMO_OVERRIDES`.
+        num_workers: data-loader workers (seeded; the result does not depend on it within one environment, but
+            differs between 0 and more than 0, whose augmentations are drawn from other seeds).
+        threads: torch threads for the run (``torch.set_num_threads``); default torch's (the number of cores). The
+            figures depend on it on a CPU; it is recorded either way.
+        overwrite: replace an earlier demo in ``out``.
+        overrides: further train.json overrides (e.g. ``--epochs 30``), on top of :data:`DEMO_OVERRIDES`.
 
     Returns:
-        The output folder, holding ``segmentation.nii.gz``, ``overlay.png``, ``metrics.csv``, ``metrics.md``,
-        ``summary.json``, the data and the checkpoint.
+        The output folder, holding ``README.md``, ``segmentation.nii.gz``, ``overlay.png``, ``metrics.csv``,
+        ``metrics.md``, ``summary.json``, the data and the checkpoint.
+
+    Raises:
+        ValueError: for ``n < 2`` or ``n_test < 2``, ``threads < 1``, or an ``out`` holding an earlier demo.
     """
+    import torch
+
+    if n < 2 or n_test < 2:
+        raise ValueError(f"the demo needs --n >= 2 training and --n_test >= 2 test phantoms, got {n} and {n_test}.")
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}.")
+    out = Path(out).resolve()
+    if (out / "summary.json").exists() and not overwrite:
+        raise ValueError(f"{out} already holds a demo run; pass --overwrite or choose another --out.")
+    out.mkdir(parents=True, exist_ok=True)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run(out, n, n_test, seed, device, shape_scale, num_workers, threads, overrides)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(out: Path, n: int, n_test: int, seed: int, device: str, shape_scale: float, num_workers: int,
+         threads: int | None, overrides: Mapping[str, Any]) -> str:
+    """The body of :func:`run_demo`, after its checks and with the thread count set."""
     import nibabel as nib
     import torch
 
@@ -69,15 +296,11 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
     from spine_monai.metrics.segmentation import aggregate, evaluate_pairs, metrics_markdown_table, write_metrics_csv
     from spine_monai.visualize import render_overlay
 
-    if n < 2 or n_test < 2:
-        raise ValueError(f"the demo needs n >= 2 training and n_test >= 2 test phantoms, got n={n}, n_test={n_test}.")
-    out = Path(out).resolve()
-    if (out / "summary.json").exists() and not overwrite:
-        raise ValueError(f"{out} already holds a demo run; pass --overwrite or choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
     bundle = resolve_bundle(BUNDLE)
     dev = _device(device)
     settings = {**DEMO_OVERRIDES, **overrides}
+    env = environment(dev)
+    logger.info("environment: %s", ", ".join(f"{k}={v}" for k, v in env.items()))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -97,8 +320,8 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
 
     logger.info("3/4 segmenting the %d held-out test phantoms with the inference config", n_test)
     t = time.perf_counter()
-    infer_overrides = {k: v for k, v in settings.items() if k in ("pixdim", "roi_size", "features", "use_isa")}
-    infer_overrides["device"] = f"$torch.device('{dev}')"
+    # no network settings: inference takes them from the record models/model_config.json beside the weights
+    infer_overrides = {"device": f"$torch.device('{dev}')"}
     preds = infer_bundle(bundle, test_dir / "imagesTr", out / "test_pred", ckpt=ckpt, **infer_overrides)
     timings["infer_test_s"] = time.perf_counter() - t
     pairs = []
@@ -116,10 +339,15 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
     shutil.rmtree(out / "single", ignore_errors=True)
     img = nib.load(str(one))
     seg = nib.load(str(out / "segmentation.nii.gz"))
+    truth = nib.load(str(test_dir / "labelsBinTr" / one.name))
     render_overlay(img.get_fdata(), seg.get_fdata(), img.affine, out / "overlay.png",
-                   title=f"SAU-Net on held-out phantom {one.name}", slice_index="foreground")
+                   title=f"SAU-Net on held-out phantom {one.name}", slice_index="foreground",
+                   label_truth=truth.get_fdata())
     timings["total_s"] = time.perf_counter() - t0
 
+    args = {"n": n, "n_test": n_test, "seed": seed, "device": device, "shape_scale": shape_scale,
+            "num_workers": num_workers, "threads": threads}
+    train_cfg = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
     dice = summary["1"]["dice_mean"]
     info = {
         "dice_mean": dice,
@@ -127,25 +355,39 @@ def run_demo(out: str | os.PathLike = "demo_out", n: int = 16, n_test: int = 4, 
         "device": dev,
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
+        "environment": env,
         "timings": timings,
         "overrides": settings,
+        "train_seed": settings.get("seed", train_cfg.get("seed")),
         "n_train_phantoms": n,
         "n_test_phantoms": n_test,
         "seed": seed,
         "shape_scale": shape_scale,
+        "num_workers": num_workers,
+        "fingerprints": {
+            "train_data": _fingerprint_volumes(sorted((data_dir / "imagesTr").glob("*.nii.gz"))),
+            "test_data": _fingerprint_volumes(sorted((test_dir / "imagesTr").glob("*.nii.gz"))),
+            "weights": _fingerprint_weights(ckpt),
+        },
     }
-    (out / "summary.json").write_text(json.dumps(info, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     table = metrics_markdown_table(summary, metrics=("dice", "jaccard", "precision", "recall", "hd95", "hd"),
                                    class_names={"1": "spine", "mean over classes": "mean"})
-    extra = "".join(f" --{k} {json.dumps(v).replace(' ', '')}" for k, v in overrides.items())
-    cmd = (f"python -m spine_monai demo --out {out.name} --n {n} --n_test {n_test} --seed {seed} "
-           f"--shape_scale {shape_scale}{extra}")
+    defaults = {k: p.default for k, p in inspect.signature(run_demo).parameters.items()}
+    given = {k: v for k, v in args.items() if v != defaults[k] or k in ("n", "n_test", "seed")}
+    if threads is None and dev == "cpu":
+        given["threads"] = torch.get_num_threads()  # the repeat command pins what this run used
+    cmd = f"python -m spine_monai demo --out {shlex.quote(out.name)} {_flags(given)}"
+    if overrides:
+        cmd += " " + _flags(overrides)
     (out / "metrics.md").write_text(
         f"# SAU-Net demo: held-out phantoms\n\nCommand: `{cmd}`\n\nData: {n} training phantoms (seed {seed}), "
         f"{n_test} held-out test phantoms (seed {seed + 1000}); metrics in each test image's original geometry.\n"
-        f"Device: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads. Total time "
-        f"{timings['total_s']:.0f} s (training {timings['train_s']:.0f} s).\n\nTrain overrides: "
-        f"`{json.dumps(settings)}`\n\n{table}"
-    )
-    logger.info("held-out phantom Dice: %.4f (n=%d); outputs in %s", dice, len(preds), out)
+        f"Device: {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads "
+        f"({env['cpu']}, {env['cpu_capability']}). Total time {timings['total_s']:.0f} s (training "
+        f"{timings['train_s']:.0f} s).\n\nTrain overrides: `{json.dumps(settings)}`\n\n{table}", encoding="utf-8")
+    (out / "README.md").write_text(_readme(out, bundle, cmd, args, train_overrides, infer_overrides, ckpt, table,
+                                           info), encoding="utf-8")
+    logger.info("held-out phantom Dice: %.4f (n=%d); outputs in %s (README.md says how to repeat it)", dice,
+                len(preds), out)
     return str(out)

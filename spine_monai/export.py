@@ -311,7 +311,7 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
                                          verbose=False)
         onnx_program.save(str(tmp))
         model = onnx.load(str(tmp))
-        meta = (root / "configs" / "metadata.json").read_text()
+        meta = (root / "configs" / "metadata.json").read_text(encoding="utf-8")
         settings = {"bundle": root.name, "input_shape": list(input_shape), "dynamic": dynamic,
                     "max_slices": max_slices if dynamic else None,
                     "size_multiple": size_multiple(net) if dynamic else None, "override": override}

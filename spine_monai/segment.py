@@ -155,14 +155,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(str(device))
     except (RuntimeError, ValueError):
-        raise ValueError(f"device={device!r}: not a device name (use auto, cpu, cuda or cuda:N).") from None
+        raise ValueError(f"--device {device!r}: not a device name (use auto, cpu, cuda or cuda:N).") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r}: CUDA is not available on this machine; use --device cpu.")
+            raise ValueError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) present.")
+            raise ValueError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present.")
     elif dev.type != "cpu":
-        raise ValueError(f"device={device!r}: only cpu and cuda are supported.")
+        raise ValueError(f"--device {device!r}: only cpu and cuda are supported.")
     return dev
 
 
@@ -240,7 +240,7 @@ def _resolve_weights(root: Path, weights: str | os.PathLike | None) -> Path:
 
 def label_names(root: Path) -> dict[int, str]:
     """``{value: name}`` from ``network_data_format.outputs.pred.channel_def`` of the bundle metadata."""
-    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
     chan = meta.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
     names = {}
     for key, name in chan.items():
@@ -315,8 +315,8 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
         volumes_json: optional JSON with the volume (ml) and voxel count of each label.
         overwrite: replace existing output files (otherwise they are refused).
         progress: show a progress bar.
-        overrides: config overrides of ``inference.json``, e.g. ``features=[4, 8, 16]`` (the network settings
-            must be those the weights were trained with).
+        overrides: config overrides of ``inference.json``, e.g. ``--roi_size "[-1,128,128]"``. The network
+            settings come from the weights' record; one that contradicts it is refused.
 
     Returns:
         The written label path.
@@ -378,7 +378,7 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
             report = {"input": str(src), "segmentation": str(out), "bundle": root.name, "weights": str(ckpt),
                       "shape": list(label.shape), **label_volumes(label, seg_img.affine, label_names(root))}
             staged["volumes"] = work / "volumes.json"
-            staged["volumes"].write_text(json.dumps(report, indent=2) + "\n")
+            staged["volumes"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if "overlay" in outputs:
             staged["overlay"] = _render(image, label, seg_img.affine, work / "overlay.png", f"{src.name}: {root.name}")
         for key, path in staged.items():

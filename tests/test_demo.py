@@ -1,35 +1,86 @@
-"""The main job runs end to end (tiny settings) and writes every promised output."""
+"""The main job runs end to end (tiny settings), writes every promised output, and repeats bit for bit."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+from spine_monai.demo import _flags, run_demo
+
+TINY = ["--n", "4", "--n_test", "2", "--shape_scale", "0.25", "--num_workers", "0", "--epochs", "1",
+        "--val_interval", "1", "--features", "[4,8,16]", "--pixdim", "[4.0,2.5,2.5]", "--patch_size", "[-1,32,32]",
+        "--roi_size", "[-1,64,64]"]
 
 
+def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "spine_monai", "demo", "--out", str(out), *TINY, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
+
+
+@pytest.mark.slow
 def test_demo_tiny(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "spine_monai", "demo", "--out", str(out), "--n", "4", "--n_test", "2",
-           "--shape_scale", "0.25", "--num_workers", "0", "--epochs", "1", "--val_interval", "1",
-           "--features", "[4,8,16]", "--pixdim", "[4.0,2.5,2.5]", "--patch_size", "[-1,32,32]",
-           "--roi_size", "[-1,64,64]"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
+    proc = _demo(out)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for name in ("segmentation.nii.gz", "overlay.png", "metrics.csv", "metrics.md", "summary.json"):
+    for name in ("README.md", "segmentation.nii.gz", "overlay.png", "metrics.csv", "metrics.md", "summary.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["dice_mean"] <= 1.0
     assert summary["summary"]["1"]["n"] == 2
+    env = summary["environment"]
+    for key in ("torch", "monai", "cpu", "cpu_capability", "cpu_threads", "device", "git_commit"):
+        assert key in env, key
     seg = nib.load(str(out / "segmentation.nii.gz"))
     img = nib.load(str(sorted((out / "test" / "imagesTr").glob("*.nii.gz"))[0]))
     assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
     assert "--epochs 1" in (out / "metrics.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert f"--threads {env['cpu_threads']}" in readme  # the repeat command pins the thread count it ran with
+    assert "python -m monai.bundle run --config_file $B/configs/train.json" in readme
+    assert "--epochs 1" in readme and summary["fingerprints"]["weights"] in readme
+    assert f"{100 * summary['dice_mean']:.2f} %" in readme
+    # each log line in one format; a dependency's warning once, although three configs were parsed
+    lines = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if " WARNING " in ln or " INFO " in ln]
+    assert sum("Orientationd" in ln for ln in lines) <= 1
+    assert not any(ln.startswith("20") and " - INFO - " in ln for ln in proc.stderr.splitlines())  # MONAI's format
     # a second run into the same folder is refused instead of overwriting results
-    again = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
+    again = _demo(out)
     assert again.returncode == 2 and "already holds a demo run" in again.stderr
+    # the same command elsewhere repeats the run bit for bit (same environment)
+    other = tmp_path / "demo2"
+    assert _demo(other, "--threads", str(env["cpu_threads"])).returncode == 0
+    repeat = json.loads((other / "summary.json").read_text())
+    assert repeat["fingerprints"] == summary["fingerprints"]
+    assert repeat["dice_mean"] == summary["dice_mean"]
+
+
+def test_bad_arguments_name_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--n >= 2"):
+        run_demo(tmp_path / "a", n=1)
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        run_demo(tmp_path / "b", threads=0)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="pass --overwrite"):
+        run_demo(tmp_path / "c")
+
+
+def test_repeat_commands_survive_bash(tmp_path):
+    out = tmp_path / "demo out"
+    values = {"device": "$torch.device('cpu')", "features": [8, 16], "ckpt_dir": str(out / "models"), "lr": 0.001,
+              "name": "a b", "roi": [-1, 256, 256]}
+    line = _flags(values, out)
+    proc = subprocess.run(["bash", "-c", f'printf "%s\\n" {line}'], capture_output=True, text=True,
+                          env={**os.environ, "OUT": str(out)}, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    expected = []
+    for k, v in values.items():
+        expected += [f"--{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
+    assert proc.stdout.splitlines() == expected

@@ -107,7 +107,7 @@ def _open_zip(fh: IO[bytes], zip_path: Path, max_members: int) -> tuple[zipfile.
             raise zipfile.BadZipFile("no end-of-central-directory record")
         claimed = endrec[zipfile._ECD_ENTRIES_TOTAL]
         if claimed > max_members:
-            raise _fail(zip_path, None, f"{claimed} members > max_members={max_members}")
+            raise _fail(zip_path, None, f"{claimed} members > --max_members {max_members}")
         fh.seek(0)
         return zipfile.ZipFile(fh), claimed
     except BundleZipError:
@@ -161,7 +161,7 @@ def _check_members(
 ) -> str:
     """Check names, types, duplicates, overlaps and sizes; return the single top-level folder name."""
     if len(infos) > limits["max_members"]:  # as read: the end record's count may lie
-        raise _fail(zip_path, None, f"{len(infos)} members > max_members={limits['max_members']}")
+        raise _fail(zip_path, None, f"{len(infos)} members > --max_members {limits['max_members']}")
     if len(infos) != claimed:
         raise _fail(zip_path, None, f"end record claims {claimed} members, the central directory holds {len(infos)}")
     tops, seen, files, dirs, total = set(), set(), set(), set(), 0
@@ -183,7 +183,7 @@ def _check_members(
             raise _fail(zip_path, info.filename, f"{info.file_size} bytes > max_member_bytes")
         total += info.file_size
         if total > limits["max_total_bytes"]:
-            raise _fail(zip_path, info.filename, f"total uncompressed size exceeds max_total_bytes={total}")
+            raise _fail(zip_path, info.filename, f"total uncompressed size exceeds --max_total_bytes ({total} bytes)")
         if info.file_size > RATIO_MIN_BYTES and info.file_size > limits["max_ratio"] * max(info.compress_size, 1):
             ratio = info.file_size / max(info.compress_size, 1)
             raise _fail(zip_path, info.filename, f"compression ratio {ratio:.0f}:1 > {limits['max_ratio']}:1")
@@ -422,7 +422,7 @@ def install_bundle(
         with zf:
             target = root / name
             if os.path.lexists(target) and not overwrite:
-                raise _fail(path, None, f"target {target} already exists (pass overwrite=True to replace it)")
+                raise _fail(path, None, f"target {target} already exists (pass --overwrite to replace it)")
             if root.exists() and not root.is_dir():
                 raise _fail(path, None, f"bundle_dir {root} is not a folder")
             existing = next(p for p in (root.absolute(), *root.absolute().parents) if p.exists())

@@ -60,7 +60,7 @@ def make_folds(case_ids: Sequence[str], folds: int, seed: int) -> dict[str, int]
         dup = sorted({c for c in ids if ids.count(c) > 1})
         raise ValueError(f"case ids must be unique, duplicated: {dup}.")
     if not isinstance(folds, (int, np.integer)) or folds < 2 or folds > len(ids):
-        raise ValueError(f"folds={folds!r} must be an integer between 2 and the number of cases ({len(ids)}).")
+        raise ValueError(f"--folds {folds!r} must be an integer between 2 and the number of cases ({len(ids)}).")
     order = np.random.default_rng(seed).permutation(len(ids))
     ordered = sorted(ids)
     return {ordered[int(j)]: i % int(folds) for i, j in enumerate(order)}
@@ -124,7 +124,7 @@ def write_datalist(items: list[dict], out_path: str | os.PathLike, folds: int, s
     given = ["fold" in item for item in items]
     if all(given):
         if folds < 2:
-            raise ValueError(f"folds={folds!r} must be at least 2.")
+            raise ValueError(f"--folds {folds!r} must be at least 2.")
         bad = [item["fold"] for item in items if not isinstance(item["fold"], (int, np.integer))
                or not 0 <= item["fold"] < folds]
         if bad:
@@ -144,7 +144,7 @@ def write_datalist(items: list[dict], out_path: str | os.PathLike, folds: int, s
     data = {"name": name, "folds": int(folds), "seed": int(seed), "numTraining": len(training), **extra,
             "training": training}
     base.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2) + "\n")
+    out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -182,7 +182,7 @@ def load_datalist(path: str | os.PathLike, fold: int | None = None, split: str =
         raise FileNotFoundError(f"{p}: datalist not found.")
     if split not in SPLITS:
         raise ValueError(f"split={split!r} must be one of {SPLITS}.")
-    data = json.loads(p.read_text())
+    data = json.loads(p.read_text(encoding="utf-8"))
     items = data.get("training")
     if not isinstance(items, list):
         raise ValueError(f"{p}: no 'training' list.")
@@ -214,7 +214,7 @@ def label_values(path: str | os.PathLike, default: Sequence[int] = (0, 1)) -> li
     if not p.is_file():
         return [int(v) for v in default]
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return [int(v) for v in default]
     values = data.get("label_values")

@@ -129,7 +129,7 @@ def generate_phantom(rng: np.random.Generator, shape_scale: float = 1.0,
         ValueError: if ``shape_scale`` is not in (0, 1].
     """
     if not 0 < shape_scale <= 1:
-        raise ValueError(f"shape_scale={shape_scale!r} must be in (0, 1].")
+        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
     pathology = _sample_pathology(rng)
     chain = _build_chain(rng, pathology)
     els: list[_El] = chain["els"]
@@ -264,13 +264,13 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
     from tqdm.auto import tqdm
 
     if str(modality).lower() != "mri":
-        raise ValueError(f"modality={modality!r}: only 'mri' (sagittal T2-weighted) phantoms are implemented.")
+        raise ValueError(f"--modality {modality!r}: only 'mri' (sagittal T2-weighted) phantoms are implemented.")
     if int(n) < 1:
-        raise ValueError(f"n={n!r} must be at least 1.")
+        raise ValueError(f"--n {n!r} must be at least 1.")
     if not 2 <= int(folds) <= int(n):
-        raise ValueError(f"folds={folds!r} must be between 2 and n={n}.")
+        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
     if not 0 < shape_scale <= 1:
-        raise ValueError(f"shape_scale={shape_scale!r} must be in (0, 1].")
+        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
     root = Path(out)
     dirs = {k: root / k for k in ("imagesTr", "labelsTr", "labelsBinTr")}
     for d in dirs.values():
@@ -292,7 +292,7 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
         infos[cid] = info
         logger.debug("%s: shape %s, spacing %s, labels %s", cid, info["shape"], info["spacing_mm"],
                      info["labels_present"])
-    (root / "phantom_info.json").write_text(json.dumps(infos, indent=1) + "\n")
+    (root / "phantom_info.json").write_text(json.dumps(infos, indent=1) + "\n", encoding="utf-8")
     labels = BINARY_LABELS if binary else MRSPINESEG_LABELS
     path = write_datalist(
         items, root / "datalist.json", folds=int(folds), seed=int(seed), name="spine_monai_mri_phantoms",

@@ -162,7 +162,7 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
         out: output folder; ``<name>.json`` is rewritten after every measurement (``"complete": false``) so a
             stopped run keeps what it measured.
         name: file stem; default ``bench_cpu`` / ``bench_cuda``.
-        overrides: config overrides for every method that defines the id (e.g. ``features=[8, 16, 32]``).
+        overrides: config overrides for every method that defines the id (e.g. ``--features "[8,16,32]"``).
 
     Returns:
         The path of the Markdown file.
@@ -175,9 +175,9 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
     from spine_monai.evaluation.crossval import parse_overlays, resolve_device, split_overrides
 
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats!r} must be >= 1 and warmup={warmup!r} >= 0.")
+        raise ValueError(f"--repeats {repeats!r} must be >= 1 and --warmup {warmup!r} >= 0.")
     if inferer not in ("auto", "network", "config"):
-        raise ValueError(f"inferer={inferer!r} must be 'auto', 'network' or 'config'.")
+        raise ValueError(f"--inferer {inferer!r} must be 'auto', 'network' or 'config'.")
     dev = resolve_device(device)
     env = _environment(dev, threads)
     to_profile = set(parse_overlays(profile))
@@ -231,7 +231,7 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
                     logger.warning("bench %s %s failed: %s", m.label, job["kind"], res["error"][-300:])
                 rows.append(res)
                 partial = {"environment": env, "settings": settings, "results": all_rows + rows, "complete": False}
-                (out / f"{stem}.json").write_text(render_json(partial))
+                (out / f"{stem}.json").write_text(render_json(partial), encoding="utf-8")
         _ratios(rows, spec.method)
         targets = _targets(spec, rows, dev)
         all_rows += rows
@@ -239,9 +239,9 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
         sections.append((root.name, spec.get(spec.method).label, rows, targets))
     env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     data = {"environment": env, "settings": settings, "results": all_rows, "targets": all_targets, "complete": True}
-    (out / f"{stem}.json").write_text(render_json(data))
+    (out / f"{stem}.json").write_text(render_json(data), encoding="utf-8")
     md_path = out / f"{stem}.md"
-    md_path.write_text(render_markdown(data, sections))
+    md_path.write_text(render_markdown(data, sections), encoding="utf-8")
     logger.info("benchmark written to %s", md_path)
     return str(md_path)
 

@@ -189,7 +189,7 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
 def _run_child(job: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         spec, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        spec.write_text(json.dumps({**job, "result": str(result)}))
+        spec.write_text(json.dumps({**job, "result": str(result)}), encoding="utf-8")
         env = dict(os.environ)
         if job.get("threads"):
             env["OMP_NUM_THREADS"] = str(job["threads"])
@@ -200,16 +200,16 @@ def _run_child(job: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
             return {"error": f"timed out after {timeout} s"}
         if proc.returncode != 0 or not result.is_file():
             return {"error": f"exit status {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
-        return json.loads(result.read_text())
+        return json.loads(result.read_text(encoding="utf-8"))
 
 
 def _child_main(spec_path: str) -> None:
-    job = json.loads(Path(spec_path).read_text())
+    job = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     if job.get("memory_limit_mb"):
         limit = int(job["memory_limit_mb"] * 2**20)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     result = measure(job)
-    Path(job["result"]).write_text(json.dumps(result, default=str))
+    Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -300,8 +300,8 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
             :func:`spine_monai.evaluation.crossval.crossval`).
         overwrite: recompute existing fold results.
         progress: progress bars.
-        overrides: config overrides for every method that defines the id (e.g. ``epochs=50``,
-            ``unet3d_features=[...]`` only reaches the 3D U-Net, and is accepted, unused, when it is not selected).
+        overrides: config overrides for every method that defines the id (e.g. ``--epochs 50``;
+            ``--unet3d_features "[...]"`` only reaches the 3D U-Net, and is accepted, unused, when it is not selected).
 
     Returns:
         The path of ``tables.md``.
@@ -341,7 +341,7 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
                           seed=seed, max_folds=max_folds, device=dev, folds_file=folds_file, overwrite=overwrite,
                           progress=progress, val_fraction=val_fraction,
                           **{**filtered[m.key], **per_method.get(m.key, {})})
-        summaries[m.key] = json.loads((Path(folder) / "summary.json").read_text())
+        summaries[m.key] = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
     first = next(iter(summaries.values()))
     args = ["python", "-m", "spine_monai", "compare", str(bundle), "--dataset_dir", str(dataset_dir), "--folds",
             str(folds)]
@@ -361,7 +361,7 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
         args += ["--method_overrides", json.dumps(per_method, separators=(",", ":"))]
     for k, v in overrides.items():
         args += [f"--{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
-    n_cases = len(json.loads(Path(folds_file).read_text()).get("training", []))
+    n_cases = len(json.loads(Path(folds_file).read_text(encoding="utf-8")).get("training", []))
     dataset = f"{first['dataset']}, {n_cases} cases"
     if include is not None:  # name the selection, e.g. the 12 VB2 cases of the lumbar MRI
         dataset += " matching " + " ".join(parse_overlays(include))
@@ -370,7 +370,7 @@ def compare(bundle: str, dataset_dir: str, folds: int = 5, max_folds: int | None
                "folds_file": str(folds_file), "val_fraction": float(val_fraction)}
     md, data = render_tables(spec, summaries, context, [ts.paper_table for ts in chosen_tables])
     data["comparison"] = asdict(spec)
-    (out / "tables.md").write_text(md)
-    (out / "tables.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / "tables.md").write_text(md, encoding="utf-8")
+    (out / "tables.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     logger.info("tables written to %s", out / "tables.md")
     return str(out / "tables.md")

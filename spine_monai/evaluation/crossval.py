@@ -69,7 +69,7 @@ def resolve_device(device: str = "auto") -> str:
 def cpu_model() -> str:
     """The CPU model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -89,7 +89,7 @@ def device_description(device: str) -> str:
 def bundle_classes(bundle_root: Path) -> list[int] | None:
     """Classes to score: ``None`` for a binary bundle (2 entries in the metadata's output ``channel_def``), else the
     foreground class ids of the ``channel_def``."""
-    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text(encoding="utf-8"))
     channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     if len(channel_def) <= 2:
         return None
@@ -159,14 +159,14 @@ def prepare_folds(dataset_dir: str | os.PathLike, folds_file: str | os.PathLike,
 
     folds_file, root = Path(folds_file), Path(dataset_dir)
     if folds_file.is_file():
-        have = json.loads(folds_file.read_text()).get("folds")
+        have = json.loads(folds_file.read_text(encoding="utf-8")).get("folds")
         if have != folds:
-            raise ValueError(f"{folds_file} holds {have} folds, not folds={folds}; choose another --out.")
+            raise ValueError(f"{folds_file} holds {have} folds, not --folds {folds}; choose another --out.")
         logger.info("reusing the folds of %s", folds_file)
         return folds_file
     datalist = root / "datalist.json"
     if datalist.is_file():
-        data = json.loads(datalist.read_text())
+        data = json.loads(datalist.read_text(encoding="utf-8"))
         items = load_datalist(datalist)
         includes = list(parse_overlays(include))
         if includes:
@@ -240,7 +240,7 @@ def fold_statistics(fold_means: Sequence[Mapping[str, float]],
 
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
@@ -282,7 +282,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         progress: progress bars.
         strict: reject overrides that neither train.json nor inference.json (with overlays) define.
         val_fraction: share of the training cases held out of training for checkpoint selection (0 < f < 1).
-        overrides: config overrides, e.g. ``epochs=50, features=[8, 16, 32]`` (each goes to the configs defining it).
+        overrides: config overrides, e.g. ``--epochs 50 --features "[8,16,32]"`` (each goes to the configs defining it).
 
     Returns:
         The output folder (holding ``summary.md`` and ``summary.json``).
@@ -296,12 +296,12 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     from spine_monai.metrics.segmentation import aggregate, evaluate_pairs, write_metrics_csv
 
     if not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds={folds!r} must be an integer >= 2.")
+        raise ValueError(f"--folds {folds!r} must be an integer >= 2.")
     n_run = folds if max_folds is None else int(max_folds)
     if not 1 <= n_run <= folds:
-        raise ValueError(f"max_folds={max_folds!r} must be between 1 and folds={folds}.")
+        raise ValueError(f"--max_folds {max_folds!r} must be between 1 and --folds {folds}.")
     if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r} must be strictly between 0 and 1.")
+        raise ValueError(f"--val_fraction {val_fraction!r} must be strictly between 0 and 1.")
     root = resolve_bundle(bundle)
     ovl = parse_overlays(overlays)
     out = Path(out) if out is not None else Path.cwd() / "crossval" / "+".join([root.name, *ovl])
@@ -335,7 +335,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         fold_dir = out / f"fold_{k}"
         result_file = fold_dir / "result.json"
         if result_file.is_file() and not overwrite:
-            result = json.loads(result_file.read_text())
+            result = json.loads(result_file.read_text(encoding="utf-8"))
             if result.get("settings") != settings:
                 raise ValueError(f"{result_file} was computed with other settings ({result.get('settings')}, now "
                                  f"{settings}); pass --overwrite or choose another --out.")
@@ -387,7 +387,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     all_rows = [row for r in results for row in r["rows"]]
     write_metrics_csv(all_rows, out / "metrics.csv")
     pooled = aggregate(all_rows)
-    dataset = json.loads(folds_path.read_text()).get("name", Path(dataset_dir).name)
+    dataset = json.loads(folds_path.read_text(encoding="utf-8")).get("name", Path(dataset_dir).name)
     summary = {
         "bundle": root.name, "overlays": list(ovl), "overrides": settings["overrides"], "dataset": dataset,
         "dataset_dir": str(Path(dataset_dir).resolve()), "folds": folds, "folds_run": [r["fold"] for r in results],
@@ -402,7 +402,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         "params": results[-1]["params"], "weights_mb": results[-1]["weights_mb"], "pooled": pooled,
     }
     _write_json(out / "summary.json", summary)
-    (out / "summary.md").write_text(summary_markdown(summary))
+    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     logger.info("cross-validation summary: %s", out / "summary.md")
     return str(out)
 

@@ -105,7 +105,7 @@ def test_given_folds_and_case_ids(tmp_path, files, monkeypatch):
 
 
 def test_bad_arguments(tmp_path, files):
-    with pytest.raises(ValueError, match="folds=7"):
+    with pytest.raises(ValueError, match="--folds 7"):
         write_datalist(files, tmp_path / "d.json", folds=7, seed=0)
     with pytest.raises(ValueError, match="empty"):
         write_datalist([], tmp_path / "d.json", folds=2, seed=0)

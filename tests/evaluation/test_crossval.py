@@ -192,7 +192,8 @@ def test_crossval_killed_mid_fold_resumes_that_fold(tmp_path):
         proc.wait()
     killed_at = torch.load(ckpt, weights_only=True)["epoch"]
     assert 3 <= killed_at < 60 and not (out / "fold_0" / "result.json").exists()
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                           timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {ckpt} after epoch {killed_at}" in again.stdout + again.stderr
     final = torch.load(ckpt, weights_only=True)

@@ -46,6 +46,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=_env(), capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          timeout=600)
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_counts_epochs_once(tmp_path):
     from spine_monai.data.phantoms import make_phantom_dataset
@@ -77,11 +82,10 @@ def test_sigkill_then_resume_counts_epochs_once(tmp_path):
     assert not list(models.glob(".*partial"))
 
     # the same command without --resume refuses to start over silently
-    again = subprocess.run(_train(data, models, "--epochs", "4"), env=_env(), capture_output=True, text=True)
+    again = _run(_train(data, models, "--epochs", "4"))
     assert again.returncode != 0 and "--resume true" in again.stdout + again.stderr
 
-    done = subprocess.run(_train(data, models, "--epochs", "4", "--resume", "true"), env=_env(), capture_output=True,
-                          text=True)
+    done = _run(_train(data, models, "--epochs", "4", "--resume", "true"))
     assert done.returncode == 0, done.stderr[-3000:]
     final = torch.load(ckpt, weights_only=True)
     assert final["epoch"] == 4 and final["history"] == [1, 2, 3, 4]
@@ -89,7 +93,7 @@ def test_sigkill_then_resume_counts_epochs_once(tmp_path):
     assert (models / "model.pt").is_file()
 
     # a new run keeps the earlier model in previous/ and says so
-    fresh = subprocess.run(_train(data, models, "--epochs", "1"), env=_env(), capture_output=True, text=True)
+    fresh = _run(_train(data, models, "--epochs", "1"))
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     kept = list((models / "previous").glob("model-*.pt"))
     assert len(kept) == 1 and (models / "previous" / f"{kept[0].stem}_config.json").is_file()
