@@ -201,7 +201,7 @@ def _bundle_without_weights(tmp_path: Path) -> Path:
     ("output_not_writable", ValueError, "not writable"),
     ("output_suffix", ValueError, "must end with .nii.gz or .nii"),
     ("output_is_input", ValueError, "is the input scan"),
-    ("device_unknown", ValueError, "device="),
+    ("device_unknown", ValueError, "--device "),
     ("device_cuda_99", ValueError, "cuda:99"),
 ])
 def test_bad_setup_one_line_error(ws, tmp_path, case, exc, fragment):

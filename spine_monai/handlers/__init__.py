@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from spine_monai.handlers.checkpoint import CheckpointManager, atomic_torch_save
+from spine_monai.handlers.checkpoint import CheckpointManager, atomic_torch_save, shared_handler
 
-__all__ = ["CheckpointManager", "atomic_torch_save"]
+__all__ = ["CheckpointManager", "atomic_torch_save", "shared_handler"]

@@ -39,7 +39,7 @@ import torch
 from spine_monai.bundle.record import _same, as_bool, read_record, record_path, write_record
 from spine_monai.errors import InputError
 
-__all__ = ["CheckpointManager", "atomic_torch_save"]
+__all__ = ["CheckpointManager", "atomic_torch_save", "shared_handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -259,3 +259,14 @@ class CheckpointManager:
                      metric={"name": name, "value": value, "epoch": epoch, "run_id": self.run_id})
         logger.info("saved %s (%s %.4f at epoch %d) and %s", self.model_path, name, value, epoch,
                     record_path(self.model_path).name)
+
+
+def shared_handler(manager: CheckpointManager) -> CheckpointManager:
+    """``manager`` itself, so a handler list can hold it as a ``{"_target_": ...}`` dict.
+
+    MONAI Label 0.8.5 reads ``train#handlers`` as dicts (``t.get("_target_")``) before it inserts its own
+    ``CheckpointLoader``, so a bare ``"@checkpoint_manager"`` reference in that list makes its ``/train`` fail; the
+    same object must also be in ``validate#handlers`` (it tracks the best metric of the run).
+    """
+    return manager
+

@@ -134,3 +134,22 @@ def test_as_bool_reads_command_line_spellings():
     assert not as_bool("false") and not as_bool("False") and not as_bool(False) and not as_bool("0")
     with pytest.raises(ValueError, match="--resume 'maybe': expected true or false"):
         as_bool("maybe", "resume")
+
+
+def test_train_handlers_are_dicts_and_share_one_checkpoint_manager():
+    """MONAI Label reads train#handlers as dicts; the trainer and the evaluator must get the same manager."""
+    from monai.bundle import ConfigParser
+
+    config = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    for section in ("train", "validate"):
+        assert all(isinstance(h, dict) for h in config[section]["handlers"])
+        shared = [h for h in config[section]["handlers"] if h["_target_"] == "spine_monai.handlers.shared_handler"]
+        assert shared == [{"_target_": "spine_monai.handlers.shared_handler", "manager": "@checkpoint_manager"}]
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser["bundle_root"] = str(BUNDLE)
+    parser["network_def"] = {"_target_": "torch.nn.Conv3d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
+    manager = parser.get_parsed_content("checkpoint_manager")
+    from spine_monai.handlers import shared_handler
+
+    assert shared_handler(manager) is manager and manager.settings["features"] == [16, 32, 64, 128, 256]

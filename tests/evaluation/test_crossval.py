@@ -172,11 +172,15 @@ def test_crossval_killed_mid_fold_resumes_that_fold(tmp_path):
 
     import torch
 
-    data = _pairs(tmp_path / "pairs", n=6)
+    from spine_monai.data.phantoms import make_phantom_dataset
+
+    data = Path(make_phantom_dataset(n=6, out=tmp_path / "data", seed=3, folds=2, shape_scale=0.25,
+                                     progress=False)).parent
     out = tmp_path / "cv"
+    epochs = 5
     cmd = [sys.executable, "-m", "spine_monai", "crossval", str(BUNDLE), "--dataset_dir", str(data), "--folds", "2",
-           "--max_folds", "1", "--out", str(out), "--device", "cpu", "--progress", "false",
-           *[a for k, v in {**TINY, "epochs": 60, "val_interval": 5}.items()
+           "--max_folds", "1", "--out", str(out), "--device", "cpu", "--noprogress",
+           *[a for k, v in {**TINY, "epochs": epochs, "val_interval": 1}.items()
              for a in (f"--{k}", json.dumps(v, separators=(",", ":")))]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ckpt = out / "fold_0" / "models" / "checkpoint.pt"
@@ -184,19 +188,19 @@ def test_crossval_killed_mid_fold_resumes_that_fold(tmp_path):
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
-            if ckpt.is_file() and torch.load(ckpt, weights_only=True)["epoch"] >= 3:
+            if ckpt.is_file() and torch.load(ckpt, weights_only=True)["epoch"] >= 2:
                 break
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     killed_at = torch.load(ckpt, weights_only=True)["epoch"]
-    assert 3 <= killed_at < 60 and not (out / "fold_0" / "result.json").exists()
+    assert 2 <= killed_at < epochs and not (out / "fold_0" / "result.json").exists()
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from {ckpt} after epoch {killed_at}" in again.stdout + again.stderr
     final = torch.load(ckpt, weights_only=True)
-    assert final["history"] == list(range(1, 61))
+    assert final["history"] == list(range(1, epochs + 1))
     assert (out / "fold_0" / "result.json").is_file()
     assert (out / "fold_0" / "models" / "model_config.json").is_file()
