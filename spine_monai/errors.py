@@ -95,7 +95,7 @@ def _hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType |
     if message is None:
         previous(exc_type, exc, tb)  # type: ignore[operator]
         return
-    print(f"error: {message}", file=sys.stderr)
+    sys.stderr.write(f"error: {message}\n")
     try:
         atexit._run_exitfuncs()
     finally:
