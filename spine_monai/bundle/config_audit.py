@@ -502,6 +502,15 @@ def _load_args_problem(is_load: bool, kwargs: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _attr_chain(node: ast.AST) -> tuple[ast.AST, list[str]]:
+    """``a.b.c`` -> (the node of ``a``, ``["b", "c"]``)."""
+    attrs: list[str] = []
+    while isinstance(node, ast.Attribute):
+        attrs.insert(0, node.attr)
+        node = node.value
+    return node, attrs
+
+
 class _ExprChecker(ast.NodeVisitor):
     """Collect the reasons why one parsed ``$`` expression leaves the allow-list."""
 
@@ -557,11 +566,7 @@ class _ExprChecker(ast.NodeVisitor):
             self.problems.append(f"name {name!r} is not an allowed module or builtin")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        attrs: list[str] = []
-        root: ast.AST = node
-        while isinstance(root, ast.Attribute):
-            attrs.insert(0, root.attr)
-            root = root.value
+        root, attrs = _attr_chain(node)
         if isinstance(root, ast.Name):
             self._chain(root.id, attrs, node)
             return
@@ -596,11 +601,7 @@ class _ExprChecker(ast.NodeVisitor):
     def _is_pickle_load(self, func: ast.AST) -> bool:
         if not (isinstance(func, ast.Attribute) and func.attr == "load"):
             return False
-        parts: list[str] = []
-        root: ast.AST = func
-        while isinstance(root, ast.Attribute):
-            parts.insert(0, root.attr)
-            root = root.value
+        root, parts = _attr_chain(func)
         if isinstance(root, ast.Name):
             paths = {".".join([m, *parts]) for m in self._modules(root.id)}
             if paths and all(p.startswith("numpy.") or p == "torch.jit.load" for p in paths):
