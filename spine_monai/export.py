@@ -196,6 +196,9 @@ def size_multiple(net: nn.Module, default: int = 16) -> int:
         value = getattr(module, "size_divisor", None)
         if isinstance(value, int) and value >= 1:
             return value
+    value = getattr(net, "output_stride", None)  # FPN-based networks (SEAM) need sizes divisible by their stride
+    if isinstance(value, int) and value >= 1:
+        return value
     return default
 
 
@@ -206,7 +209,7 @@ def _dynamic_shapes(net: nn.Module, input_shape: Sequence[int], max_slices: int,
     mult = size_multiple(net)
     slice_axis = getattr(net, "slice_dim", None)
     dims: dict[int, Any] = {}
-    for axis in range(3):
+    for axis in range(len(input_shape) - 2):
         size = int(input_shape[axis + 2])
         if axis == slice_axis:
             if not 3 <= size <= max_slices:
@@ -224,17 +227,28 @@ def _dynamic_shapes(net: nn.Module, input_shape: Sequence[int], max_slices: int,
     return (dims,)  # positional: one entry per forward argument
 
 
+def default_input_shape(bundle: str | os.PathLike) -> tuple[int, ...]:
+    """An example input for the bundle's network: ``(1, 1, 12, 64, 64)`` for a 3D bundle, ``(1, 1, 64, 256)`` for a
+    2D one (``len(inputs.image.spatial_shape)`` of its metadata, as MONAI Label decides)."""
+    import json
+
+    meta = json.loads((resolve_bundle(bundle) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    spatial = meta.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape", [0] * 3)
+    return (1, 1, 64, 256) if len(spatial) == 2 else (1, 1, 12, 64, 64)
+
+
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 5 or min(shape) < 1:
-        raise ValueError(f"input_shape must be 5 positive sizes (B, C, X, Y, Z), got {tuple(input_shape)}.")
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise ValueError(f"input_shape must be 5 positive sizes (B, C, X, Y, Z), or 4 (B, C, X, Y) for a 2D bundle, "
+                         f"got {tuple(input_shape)}.")
     return shape
 
 
 def _exported(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, input_shape: Sequence[int], dynamic: bool,
               max_slices: int, max_size: int, override: dict[str, Any]) -> tuple[Any, nn.Module]:
     """The exported program and the eager network it came from."""
-    shape = _check_input_shape(input_shape)
+    shape = _check_input_shape(default_input_shape(bundle) if input_shape is None else input_shape)
     net = load_network(bundle, ckpt, **override)
     if hasattr(net, "slice_chunk"):
         net.slice_chunk = max(int(net.slice_chunk), int(max_slices))
@@ -245,7 +259,7 @@ def _exported(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, input_s
 
 
 def export_program(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = None,
-                   out: str | os.PathLike | None = None, input_shape: Sequence[int] = (1, 1, 12, 64, 64),
+                   out: str | os.PathLike | None = None, input_shape: Sequence[int] | None = None,
                    dynamic: bool = True, max_slices: int = 1024, max_size: int = 4096,
                    **override: Any) -> Any:
     """``torch.export`` the bundle's network (optionally saved as ``.pt2``).
@@ -254,7 +268,8 @@ def export_program(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = N
         bundle: bundle folder or name.
         ckpt: weights (default ``<bundle>/models/model.pt``).
         out: if given, the ``.pt2`` file to write (atomically); load it with ``torch.export.load(out).module()``.
-        input_shape: example input ``(B, C, X, Y, Z)``.
+        input_shape: example input ``(B, C, X, Y, Z)`` (``(B, C, X, Y)`` for a 2D bundle); default
+            :func:`default_input_shape`.
         dynamic: symbolic slice count (``[3, max_slices]``) and in-plane sizes (multiples of the size divisor).
         max_slices: largest slice count of a dynamic export; SAU-Net's ``slice_chunk`` is raised to it so the
             graph has no Python loop over chunks.
@@ -275,7 +290,7 @@ def export_program(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = N
 
 
 def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: str | os.PathLike,
-                input_shape: Sequence[int] = (1, 1, 12, 64, 64), opset: int = 18, dynamic: bool = True,
+                input_shape: Sequence[int] | None = None, opset: int = 18, dynamic: bool = True,
                 max_slices: int = 1024, max_size: int = 4096, **override: Any) -> Path:
     """Export the bundle's network to ONNX (input ``image``, output ``pred`` = logits) with the dynamo exporter.
 
@@ -287,7 +302,8 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
         bundle: bundle folder or name.
         ckpt: weights (``None``: ``<bundle>/models/model.pt``).
         out: the ``.onnx`` file to write (atomically).
-        input_shape: example input ``(B, C, X, Y, Z)``; batch and channels stay fixed.
+        input_shape: example input ``(B, C, X, Y, Z)`` (``(B, C, X, Y)`` for a 2D bundle); batch and channels stay
+            fixed; default :func:`default_input_shape`.
         opset: ONNX opset version.
         dynamic: see :func:`export_program`; ``False`` gives a graph valid for ``input_shape`` only.
         max_slices: largest slice count of a dynamic export.
@@ -302,6 +318,8 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
     """
     import onnx
 
+    if input_shape is None:
+        input_shape = default_input_shape(bundle)
     program, net = _exported(bundle, ckpt, input_shape, dynamic, max_slices, max_size, override)
     out = Path(out)
     root = resolve_bundle(bundle)
