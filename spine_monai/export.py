@@ -248,7 +248,11 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
 def _exported(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, input_shape: Sequence[int], dynamic: bool,
               max_slices: int, max_size: int, override: dict[str, Any]) -> tuple[Any, nn.Module]:
     """The exported program and the eager network it came from."""
-    shape = _check_input_shape(default_input_shape(bundle) if input_shape is None else input_shape)
+    expected = default_input_shape(bundle)
+    shape = _check_input_shape(expected if input_shape is None else input_shape)
+    if len(shape) != len(expected):
+        what = "5 positive sizes (B, C, X, Y, Z)" if len(expected) == 5 else "4 positive sizes (B, C, X, Y)"
+        raise ValueError(f"input_shape must be {what} for {resolve_bundle(bundle).name}, got {shape}.")
     net = load_network(bundle, ckpt, **override)
     if hasattr(net, "slice_chunk"):
         net.slice_chunk = max(int(net.slice_chunk), int(max_slices))

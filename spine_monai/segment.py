@@ -43,12 +43,50 @@ from spine_monai.bundle.runner import infer_bundle, resolve_bundle
 from spine_monai.transforms.memory import check_bundle_memory
 from spine_monai.transforms.validate import InputError, check_volume_array
 
-__all__ = ["segment", "read_scan", "label_names", "label_volumes", "resolve_device"]
+__all__ = ["segment", "read_scan", "read_image_2d", "bundle_dims", "label_names", "label_volumes", "label_areas",
+           "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 INPUT_KINDS = "a NIfTI, .mha, .mhd or .nrrd file, or a folder with one DICOM series"
+IMAGE_SUFFIXES_2D = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+INPUT_KINDS_2D = "a 2D image (.png, .jpg, .bmp, .tif) or a 2D NIfTI"
+
+
+def bundle_dims(root: Path) -> int:
+    """2 or 3: ``len(network_data_format.inputs.image.spatial_shape)`` of the bundle metadata (as MONAI Label)."""
+    meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    shape = meta.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape", [0] * 3)
+    return 2 if len(shape) == 2 else 3
+
+
+def read_image_2d(input_path: str | os.PathLike) -> Any:
+    """Read and check a 2D image the way the 2D bundles do (``LoadImage`` + ``PrepareImage2Dd``'s checks).
+
+    Returns:
+        ``MetaTensor`` ``(1, X, Y)`` (X columns, Y rows), grey.
+
+    Raises:
+        FileNotFoundError: if the input does not exist.
+        ValueError: (``InputError``) unreadable, a 3D volume, too small, of the wrong aspect, constant or NaN.
+    """
+    from monai.transforms import LoadImage
+
+    from spine_monai.transforms.files import check_image_file
+    from spine_monai.transforms.image2d import PrepareImage2Dd
+
+    path = _check_input_path(input_path, INPUT_KINDS_2D)
+    if path.is_dir():
+        raise ValueError(f"{path}: a folder; this bundle segments one 2D image ({INPUT_KINDS_2D}).")
+    if not path.name.lower().endswith(IMAGE_SUFFIXES_2D + (".nii", ".nii.gz")):
+        raise ValueError(f"{path}: unsupported file type; expected {INPUT_KINDS_2D}.")
+    check_image_file(path)
+    try:
+        img = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+    except Exception as err:  # noqa: BLE001 - every reader failure means "cannot read this file"
+        raise ValueError(f"{path}: cannot be read as an image (expected {INPUT_KINDS_2D}; {_reason(err)}).") from None
+    return PrepareImage2Dd("image")({"image": img})["image"]
 
 
 def _reason(err: BaseException, limit: int = 160) -> str:
@@ -58,11 +96,11 @@ def _reason(err: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_input_path(input_path: str | os.PathLike) -> Path:
+def _check_input_path(input_path: str | os.PathLike, kinds: str = INPUT_KINDS) -> Path:
     """The input path, refused early when missing, empty, or a folder that is not a DICOM series."""
     path = Path(input_path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{path}: input not found (expected {INPUT_KINDS}).")
+        raise FileNotFoundError(f"{path}: input not found (expected {kinds}).")
     if path.is_dir():
         files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
         if not files:
@@ -305,14 +343,19 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
 
     Args:
         bundle: bundle folder or name (e.g. ``saunet_spine_mri_segmentation``).
-        input_path: a NIfTI / .mha / .mhd / .nrrd file or a folder with one DICOM series; a 3D volume.
-        output_path: the label map to write (``.nii.gz`` or ``.nii``), in the input's geometry, uint8.
+        input_path: a NIfTI / .mha / .mhd / .nrrd file or a folder with one DICOM series; a 3D volume. For a 2D
+            bundle (SEAM): a 2D image (.png, .jpg, .bmp, .tif; RGB converted to grey) or a 2D NIfTI.
+        output_path: the label map to write (``.nii.gz`` or ``.nii``), in the input's geometry, uint8; for a 2D
+            image input a ``.png`` of the image's size.
         weights: weights file; default ``<bundle>/models/model.pt``. The configuration record beside it
             (``model_config.json``, written by training) supplies the settings it was trained with, so no override
             is needed; an override that contradicts it is refused with one line naming the setting.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        overlay: optional PNG of the middle sagittal slice with the label overlaid.
-        volumes_json: optional JSON with the volume (ml) and voxel count of each label.
+        overlay: optional PNG of the middle sagittal slice with the label overlaid (2D: the image beside the
+            image with the labels).
+        volumes_json: optional JSON with the volume (ml) and voxel count of each label; for a 2D bundle the pixel
+            count (and area in mm^2 for NIfTI) of each label and the spine's Cobb angle
+            (:func:`spine_monai.measures.cobb_angle` on the thoracic and lumbar labels).
         overwrite: replace existing output files (otherwise they are refused).
         progress: show a progress bar.
         overrides: config overrides of ``inference.json``, e.g. ``--roi_size "[-1,128,128]"``. The network
@@ -329,12 +372,16 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
     from spine_monai.export import load_network
 
     root = resolve_bundle(bundle)
-    src = _check_input_path(input_path)
+    dims = bundle_dims(root)
+    src = _check_input_path(input_path, INPUT_KINDS_2D if dims == 2 else INPUT_KINDS)
     for target in (output_path, overlay, volumes_json):
         if target is not None and _same_file(src, _real(target)):
             raise ValueError(f"{_real(target)}: is the input scan {src}; choose another output name (the input is "
                              "never overwritten, not even with --overwrite).")
-    outputs = {"label": _check_output(output_path, (".nii.gz", ".nii"), "label map", overwrite)}
+    label_suffixes: tuple[str, ...] = (".nii.gz", ".nii")
+    if dims == 2 and src.name.lower().endswith(IMAGE_SUFFIXES_2D):
+        label_suffixes = (".png",)  # the label of an image file is a PNG of the image's size
+    outputs = {"label": _check_output(output_path, label_suffixes, "label map", overwrite)}
     if overlay is not None:
         outputs["overlay"] = _check_output(overlay, (".png",), "overlay", overwrite)
     if volumes_json is not None:
@@ -346,8 +393,11 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
                          "be different files.")
     ckpt = _resolve_weights(root, weights)
     dev = resolve_device(device)
-    image = read_scan(src)
-    check_bundle_memory(image, str(src), root, {**overrides, "ckpt_path": str(ckpt)})  # one line if too large
+    if dims == 2:
+        image = read_image_2d(src)
+    else:
+        image = read_scan(src)
+        check_bundle_memory(image, str(src), root, {**overrides, "ckpt_path": str(ckpt)})  # one line if too large
     load_network(root, ckpt, **overrides)  # one-line error for unreadable or non-matching weights (CPU)
 
     override: dict[str, Any] = {"device": f"$torch.device('{dev}')", "dataset#data": [{"image": str(src)}]}
@@ -362,31 +412,137 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
         raise ValueError(f"{out}: cannot write to the output folder {out.parent} ({err.strerror}).") from None
     try:
         written = infer_bundle(root, src, work / "pred", ckpt=ckpt, progress=progress, **override)
-        segs = [p for p in written if p.name.endswith((".nii.gz", ".nii"))]
+        segs = [p for p in written if p.name.endswith((".nii.gz", ".nii", ".png"))]
         if len(segs) != 1:
             raise RuntimeError(f"{root}: inference.json wrote {[p.name for p in written]}, expected one label map.")
         seg = segs[0]
-        import nibabel as nib
-
-        seg_img = nib.load(str(seg))
-        label = np.asarray(seg_img.dataobj)
-        if out.name.lower().endswith(".nii") and not seg.name.endswith(".nii"):
-            seg = work / "label.nii"
-            nib.save(seg_img, str(seg))
-        staged = {"label": seg}
-        if "volumes" in outputs:
-            report = {"input": str(src), "segmentation": str(out), "bundle": root.name, "weights": str(ckpt),
-                      "shape": list(label.shape), **label_volumes(label, seg_img.affine, label_names(root))}
-            staged["volumes"] = work / "volumes.json"
-            staged["volumes"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        if "overlay" in outputs:
-            staged["overlay"] = _render(image, label, seg_img.affine, work / "overlay.png", f"{src.name}: {root.name}")
+        if dims == 2:
+            staged = _stage_2d(seg, out, work, image, src, root, ckpt, outputs)
+        else:
+            staged = _stage_3d(seg, out, work, image, src, root, ckpt, outputs)
         for key, path in staged.items():
             _publish(path, outputs[key])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("wrote %s", out)
     return str(out)
+
+
+def _stage_3d(seg: Path, out: Path, work: Path, image: Any, src: Path, root: Path, ckpt: Path,
+              outputs: dict[str, Path]) -> dict[str, Path]:
+    """The files to publish for a 3D bundle: label (``.nii``/``.nii.gz``), optional volumes JSON and overlay."""
+    import nibabel as nib
+
+    seg_img = nib.load(str(seg))
+    label = np.asarray(seg_img.dataobj)
+    if out.name.lower().endswith(".nii") and not seg.name.endswith(".nii"):
+        seg = work / "label.nii"
+        nib.save(seg_img, str(seg))
+    staged = {"label": seg}
+    if "volumes" in outputs:
+        report = {"input": str(src), "segmentation": str(out), "bundle": root.name, "weights": str(ckpt),
+                  "shape": list(label.shape), **label_volumes(label, seg_img.affine, label_names(root))}
+        staged["volumes"] = work / "volumes.json"
+        staged["volumes"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if "overlay" in outputs:
+        staged["overlay"] = _render(image, label, seg_img.affine, work / "overlay.png", f"{src.name}: {root.name}")
+    return staged
+
+
+def label_areas(label: np.ndarray, pixel_mm2: float | None, names: dict[int, str] | None = None) -> dict[str, Any]:
+    """Pixel count (and area in mm^2 when the pixel size is known) of every label of a 2D map."""
+    names = dict(names or {})
+    values, counts = np.unique(np.asarray(label), return_counts=True)
+    found = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+    keys = sorted({v for v in names if v != 0} | {v for v in found if v != 0})
+    out: dict[str, Any] = {"pixel_area_mm2": pixel_mm2, "pixels": {}, "areas_mm2": {}, "values": {}}
+    for value in keys:
+        name = names.get(value, f"label_{value}")
+        out["pixels"][name] = found.get(value, 0)
+        out["areas_mm2"][name] = None if pixel_mm2 is None else found.get(value, 0) * pixel_mm2
+        out["values"][name] = value
+    return out
+
+
+def _stage_2d(seg: Path, out: Path, work: Path, image: Any, src: Path, root: Path, ckpt: Path,
+              outputs: dict[str, Path]) -> dict[str, Path]:
+    """The files to publish for a 2D bundle: label (PNG for image inputs, NIfTI for 2D NIfTI inputs), optional JSON
+    (pixel counts per label and, from the thoracic and lumbar labels, the spine centre line and Cobb angle) and an
+    overlay PNG. Arrays are handled as ``(rows, columns)`` here; MONAI's ``(X, Y)`` is the transpose."""
+    pixel_mm2: float | None = None
+    if seg.name.endswith(".png"):
+        from PIL import Image
+
+        rows = np.asarray(Image.open(seg))
+    else:
+        import nibabel as nib
+
+        seg_img = nib.load(str(seg))
+        rows = np.asarray(seg_img.dataobj)
+        rows = rows.reshape(rows.shape[:2]).T
+        pixel_mm2 = float(abs(np.linalg.det(np.asarray(seg_img.affine, dtype=float)[:2, :2])))
+        if out.name.lower().endswith(".nii") and not seg.name.endswith(".nii"):
+            seg = work / "label.nii"
+            nib.save(seg_img, str(seg))
+    staged = {"label": seg}
+    if "volumes" in outputs:
+        names = label_names(root)
+        report: dict[str, Any] = {"input": str(src), "segmentation": str(out), "bundle": root.name,
+                                  "weights": str(ckpt), "shape_rows_cols": list(rows.shape),
+                                  **label_areas(rows, pixel_mm2, names)}
+        report["curvature"] = _curvature(rows, names)
+        staged["volumes"] = work / "report.json"
+        staged["volumes"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if "overlay" in outputs:
+        img = np.asarray(image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image)[0].T
+        staged["overlay"] = _render_2d(img, rows, work / "overlay.png", f"{src.name}: {root.name}")
+    return staged
+
+
+def _curvature(rows: np.ndarray, names: dict[int, str]) -> dict[str, Any]:
+    """Cobb angle of the predicted spine (:mod:`spine_monai.measures`), or the reason it could not be measured."""
+    by_name = {v.lower(): k for k, v in names.items()}
+    classes = tuple(by_name[c] for c in ("thoracic", "lumbar") if c in by_name)
+    if not classes:
+        return {"cobb_deg": None, "reason": "the bundle has no thoracic / lumbar labels"}
+    try:
+        from spine_monai.measures import cobb_angle
+
+        result = cobb_angle(rows, classes=classes)
+    except ImportError:  # pragma: no cover - the measure ships with the package
+        return {"cobb_deg": None, "reason": "spine_monai.measures is not available"}
+    except ValueError as err:
+        return {"cobb_deg": None, "reason": str(err)}
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in result.items()}
+
+
+def _render_2d(img: np.ndarray, rows: np.ndarray, out_png: Path, title: str) -> Path:
+    """Side-by-side PNG: the image, and the image with the labels in colour (1 blue, 2 red, 3 green, others)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grey = img.astype(np.float64)
+    lo, hi = np.percentile(grey, [0.5, 99.5])
+    grey = np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    colours = {1: (0.1, 0.2, 1.0), 2: (1.0, 0.15, 0.15), 3: (0.1, 0.85, 0.2), 4: (1.0, 0.8, 0.1)}
+    over = rgb.copy()
+    for value in np.unique(rows):
+        if value == 0:
+            continue
+        mask = rows == value
+        over[mask] = 0.45 * over[mask] + 0.55 * np.asarray(colours.get(int(value), (0.8, 0.3, 0.9)))
+    h, w = rows.shape
+    fig, axes = plt.subplots(1, 2, figsize=(4.0, 4.0 * h / max(2 * w, 1) + 0.4), dpi=150)
+    for ax, pic in zip(axes, (rgb, over), strict=True):
+        ax.imshow(pic, interpolation="nearest")
+        ax.axis("off")
+    fig.suptitle(title, fontsize=6)
+    fig.savefig(out_png, bbox_inches="tight")
+    plt.close(fig)
+    return out_png
 
 
 def _render(image: Any, label: np.ndarray, affine: np.ndarray, out_png: Path, title: str) -> Path:

@@ -244,8 +244,13 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
     :func:`generate_phantom` info) and ``out/datalist.json``. Case ``i`` uses ``numpy.random.default_rng([seed,
     i])``, so a case does not depend on ``n``.
 
+    ``modality="us"``: coronal spine ultrasound VPI phantoms (:mod:`spine_monai.data.phantom_us`) as
+    ``out/images/case_XXX.png`` (uint8 grey), ``out/labels/case_XXX.png`` (uint8: 0 background, 1 rib, 2 thoracic,
+    3 lumbar), ``out/phantom_info.json`` (with each case's true Cobb angle, ``cobb_deg``) and ``out/datalist.json``;
+    ``binary`` does not apply.
+
     Args:
-        modality: only ``"mri"`` (sagittal T2) is implemented.
+        modality: ``"mri"`` (sagittal T2) or ``"us"`` (ultrasound VPI).
         n: number of cases.
         out: output folder (created).
         seed: seed of the cases and of the folds.
@@ -259,12 +264,16 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
         The datalist path.
 
     Raises:
-        ValueError: for a modality other than ``"mri"``, ``n < 1``, ``folds`` out of range or a bad ``shape_scale``.
+        ValueError: for a modality other than ``"mri"`` / ``"us"``, ``n < 1``, ``folds`` out of range or a bad
+            ``shape_scale``.
     """
     from tqdm.auto import tqdm
 
+    if str(modality).lower() == "us":
+        return _make_us_dataset(int(n), Path(out), int(seed), int(folds), shape_scale, progress)
     if str(modality).lower() != "mri":
-        raise ValueError(f"--modality {modality!r}: only 'mri' (sagittal T2-weighted) phantoms are implemented.")
+        raise ValueError(f"--modality {modality!r}: 'mri' (sagittal T2-weighted) and 'us' (ultrasound VPI) phantoms "
+                         "are implemented.")
     if int(n) < 1:
         raise ValueError(f"--n {n!r} must be at least 1.")
     if not 2 <= int(folds) <= int(n):
@@ -301,4 +310,41 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
         labels_multiclass={str(k): v for k, v in MRSPINESEG_LABELS.items()}, tensorImageSize="3D",
         binary_labels=bool(binary), generator={"seed": int(seed), "shape_scale": shape_scale, "subslices": SUBSLICES})
     logger.info("wrote %d phantoms and %s", n, path)
+    return str(path)
+
+
+def _make_us_dataset(n: int, root: Path, seed: int, folds: int, shape_scale: float, progress: bool) -> str:
+    """The ``modality="us"`` branch of :func:`make_phantom_dataset`."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from spine_monai.data.phantom_us import US_LABELS, generate_us_phantom
+
+    if n < 1:
+        raise ValueError(f"--n {n!r} must be at least 1.")
+    if not 2 <= folds <= n:
+        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
+    if not 0 < shape_scale <= 1:
+        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
+    dirs = {k: root / k for k in ("images", "labels")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    width = max(3, len(str(n - 1)))
+    items, infos = [], {}
+    for i in tqdm(range(n), desc="phantoms", unit="case", disable=not progress):
+        image, label, info = generate_us_phantom(np.random.default_rng([seed, i]), shape_scale)
+        cid = f"case_{i:0{width}d}"
+        paths = {k: d / f"{cid}.png" for k, d in dirs.items()}
+        Image.fromarray(image).save(paths["images"])
+        Image.fromarray(label).save(paths["labels"])
+        items.append({"image": str(paths["images"]), "label": str(paths["labels"]), "case_id": cid,
+                      "cobb_deg": info["cobb_deg"], "curve": info["curve"]})
+        infos[cid] = info
+    (root / "phantom_info.json").write_text(json.dumps(infos, indent=1) + "\n", encoding="utf-8")
+    path = write_datalist(
+        items, root / "datalist.json", folds=folds, seed=seed, name="spine_monai_us_phantoms",
+        description="Synthetic coronal spine ultrasound VPI phantoms (spine_monai.data.phantom_us)",
+        modality={"0": "US VPI (synthetic)"}, labels={str(k): v for k, v in US_LABELS.items()},
+        tensorImageSize="2D", generator={"seed": seed, "shape_scale": shape_scale})
+    logger.info("wrote %d ultrasound VPI phantoms and %s", n, path)
     return str(path)

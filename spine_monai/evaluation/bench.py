@@ -65,7 +65,7 @@ CUDA_PEAK_TFLOPS: dict[str, float] = {
 }
 
 
-def parse_sizes(sizes: str | Sequence[Any] | None) -> list[tuple[int, int, int]]:
+def parse_sizes(sizes: str | Sequence[Any] | None) -> list[tuple[int, ...]]:
     """``"15x512x512,15x960x960"``, ``[[15, 512, 512]]`` or ``["3x32x32"]`` -> ``[(15, 512, 512), ...]``.
 
     Raises:
@@ -75,14 +75,15 @@ def parse_sizes(sizes: str | Sequence[Any] | None) -> list[tuple[int, int, int]]
         return []
     if isinstance(sizes, str):
         sizes = [s for s in sizes.replace(" ", "").split(",") if s]
-    elif len(sizes) == 3 and all(isinstance(s, (int, np.integer)) for s in sizes):
+    elif len(sizes) in (2, 3) and all(isinstance(s, (int, np.integer)) for s in sizes):
         sizes = [sizes]
     out = []
     for s in sizes:
         dims = [int(d) for d in s.lower().split("x")] if isinstance(s, str) else [int(d) for d in s]
-        if len(dims) != 3 or min(dims) < 1:
-            raise ValueError(f"size {s!r} must be three positive integers (slices, H, W), e.g. 15x512x512.")
-        out.append((dims[0], dims[1], dims[2]))
+        if len(dims) not in (2, 3) or min(dims) < 1:
+            raise ValueError(f"size {s!r} must be three positive integers (slices, H, W), e.g. 15x512x512, or two "
+                             "(X, Y) for a 2D bundle, e.g. 256x1024.")
+        out.append(tuple(dims))
     return out
 
 

@@ -107,19 +107,27 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         loss_fn, opt = parser.get_parsed_content("loss"), parser.get_parsed_content("optimizer")
         patch = [size[i] if int(p) == -1 else int(p) for i, p in enumerate(parser.get_parsed_content("patch_size"))]
         get = parser.get_parsed_content
-        batch = int(get("train#dataloader#batch_size")) * int(get("num_samples"))
+        samples = int(get("num_samples")) if "num_samples" in parser else 1
+        batch = int(get("train#dataloader#batch_size")) * samples
         in_ch = int(parser["network_def"].get("in_channels", 1))
         x = torch.rand(batch, in_ch, *patch, device=dev)
         with torch.device("meta"):  # the output shape without computing it
             net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
         with torch.no_grad():
-            out_shape = net_meta(torch.empty(x.shape, device="meta")).shape
-        target = (torch.rand(out_shape, device=dev) > 0.5).float()  # a random binary map (the bundles' BCE losses)
+            out_meta = net_meta(torch.empty(x.shape, device="meta"))
+        out_shape = (out_meta[0] if isinstance(out_meta, (tuple, list)) else out_meta).shape
+        if out_shape[1] > 1:  # multi-class (softmax) losses take a class-index label (B, 1, *S)
+            target = torch.randint(0, int(out_shape[1]), (out_shape[0], 1, *out_shape[2:]), device=dev).float()
+        else:
+            target = (torch.rand(out_shape, device=dev) > 0.5).float()  # a random binary map (BCE losses)
+
+        def _float(out: Any) -> Any:
+            return type(out)(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             with autocast:
-                loss = loss_fn(net(x).float(), target)
+                loss = loss_fn(_float(net(x)), target)
             loss.backward()
             opt.step()
 

@@ -96,6 +96,34 @@ def bundle_classes(bundle_root: Path) -> list[int] | None:
     return sorted(int(k) for k in channel_def if int(k) != 0)
 
 
+def _class_names(bundle_root: Path) -> dict[int, str]:
+    """``{value: lower-case name}`` of the non-background classes of a multi-class bundle ({} for a binary one)."""
+    meta = json.loads((bundle_root / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    if len(channel_def) <= 2:
+        return {}
+    return {int(k): str(v).lower().replace(" ", "_") for k, v in channel_def.items() if int(k) != 0}
+
+
+def _common_metrics(results: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The metric names every fold result holds (folds of older runs may lack the per-class ones)."""
+    if not results:
+        return SUMMARY_METRICS
+    return tuple(k for k in results[0]["metrics"] if all(k in r["metrics"] for r in results))
+
+
+def _class_metrics(groups: Mapping[str, Mapping[str, float]], names: Mapping[int, str]) -> dict[str, float]:
+    """Per-class means of one fold, ``{"dice_<name>": ..., "jaccard_<name>": ...}`` (multi-class bundles)."""
+    out = {}
+    for value, name in names.items():
+        group = groups.get(str(value))
+        if group is None:
+            continue
+        for m in ("dice", "jaccard", "precision", "recall"):
+            out[f"{m}_{name}"] = group[f"{m}_mean"]
+    return out
+
+
 def split_overrides(bundle_root: Path, overlays: Sequence[str], overrides: Mapping[str, Any],
                     strict: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split user overrides into those of ``train.json`` and those of ``inference.json`` (each + overlays).
@@ -314,6 +342,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     folds_path = prepare_folds(dataset_dir, Path(folds_file) if folds_file else out / "folds.json", folds, seed,
                                include)
     classes = bundle_classes(root)
+    names = _class_names(root)
     settings = json.loads(json.dumps({"bundle": root.name, "overlays": list(ovl), "overrides": dict(overrides),
                                       "folds": folds, "folds_file": str(folds_path.resolve()),
                                       "val_fraction": float(val_fraction), "seed": seed}, default=str))
@@ -366,14 +395,19 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         for item in val_items:
             name = Path(str(item["image"])).name
             stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-            pred = pred_dir / f"{stem}_seg.nii.gz"
+            if stem.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
+                stem = Path(name).stem  # 2D image inputs get a PNG label (SaveLabeld)
+                pred = pred_dir / f"{stem}_seg.png"
+            else:
+                pred = pred_dir / f"{stem}_seg.nii.gz"
             if not pred.is_file():
                 raise RuntimeError(f"inference wrote no {pred} for {item['image']}.")
             for row in evaluate_pairs([(pred, item["label"])], labels=classes, progress=False,
                                       binarize=classes is None):
                 rows.append({**row, "case": _case_id(item), "fold": k})
         write_metrics_csv(rows, fold_dir / "metrics.csv")
-        group = aggregate(rows)["mean over classes"]
+        groups = aggregate(rows)
+        group = groups["mean over classes"]
         result = {
             "fold": k, "n_train": n_train, "n_inner_val": len(inner_val), "n_test": len(val_items), "train_s": train_s,
             "infer_s_per_volume": float(np.mean(times)) if times else math.nan, "infer_s_volumes": times,
@@ -382,6 +416,8 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
             "checkpoint": str(ckpt), "metrics": {m: group[f"{m}_mean"] for m in SUMMARY_METRICS},
             "metrics_std": {m: group[f"{m}_std"] for m in SUMMARY_METRICS}, "settings": settings, "rows": rows,
         }
+        result["metrics"].update(_class_metrics(groups, names))
+        result["metrics"]["runtime_s"] = result["infer_s_per_volume"]
         _write_json(result_file, result)
         results.append(result)
     all_rows = [row for r in results for row in r["rows"]]
@@ -396,7 +432,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         "device_name": results[-1]["device_name"] if results else device_description(dev), "command": command,
         "binary": classes is None,
         "per_fold": [{k: v for k, v in r.items() if k not in ("rows", "settings")} for r in results],
-        "across_folds": fold_statistics([r["metrics"] for r in results]),
+        "across_folds": fold_statistics([r["metrics"] for r in results], _common_metrics(results)),
         "timing": {key: fold_statistics([r for r in results], (key,))[key]
                    for key in ("train_s", "infer_s_per_volume")},
         "params": results[-1]["params"], "weights_mb": results[-1]["weights_mb"], "pooled": pooled,

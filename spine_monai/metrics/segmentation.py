@@ -311,9 +311,23 @@ def metrics_markdown_table(
     return "\n".join(lines) + "\n"
 
 
+_IMAGE_2D = (".png", ".bmp", ".tif", ".tiff")
+
+
+def _read_label_2d(path: str | os.PathLike) -> np.ndarray:
+    """A label image (PNG, BMP, TIFF) as an integer array ``(rows, cols)``; distances are then in pixels."""
+    from PIL import Image
+
+    with Image.open(str(path)) as img:
+        arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: a label image must have one channel, got shape {arr.shape}.")
+    return _as_label_map(arr, str(path))
+
+
 def _case_name(path: str | os.PathLike) -> str:
     name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
+    for ext in (".nii.gz", ".nii", *_IMAGE_2D):
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
@@ -326,7 +340,8 @@ def evaluate_pairs(
     include_background: bool = False,
     binarize: bool = False,
 ) -> list[dict[str, Any]]:
-    """Score NIfTI (prediction, label) pairs; spacing comes from the label's header (``get_zooms``).
+    """Score NIfTI (prediction, label) pairs; spacing comes from the label's header (``get_zooms``). 2D label images
+    (PNG, BMP, TIFF: no physical spacing) are scored on their pixel grid, distances in pixels.
 
     Args:
         pairs: ``(pred_path, label_path)`` per case; the case id is the label file name without ``.nii[.gz]``.
@@ -346,6 +361,19 @@ def evaluate_pairs(
     rows: list[dict[str, Any]] = []
     it = tqdm(pairs, desc="metrics", disable=not progress) if _has_tqdm else pairs
     for pred_path, label_path in it:
+        if str(pred_path).lower().endswith(_IMAGE_2D) or str(label_path).lower().endswith(_IMAGE_2D):
+            arrays = [_read_label_2d(pred_path), _read_label_2d(label_path)]
+            if arrays[0].shape != arrays[1].shape:
+                raise ValueError(f"shape mismatch: prediction {pred_path} has {arrays[0].shape}, label {label_path} "
+                                 f"has {arrays[1].shape}.")
+            if binarize:
+                arrays = [(a > 0).astype(np.uint8) for a in arrays]
+                labels = [1]
+            per_class = case_metrics(arrays[0], arrays[1], (1.0, 1.0), labels=labels,
+                                     include_background=include_background)
+            case = _case_name(label_path)
+            rows.extend({"case": case, "class": c, **m} for c, m in per_class.items())
+            continue
         pred_img, label_img = nib.load(str(pred_path)), nib.load(str(label_path))
         if pred_img.shape != label_img.shape:
             raise ValueError(

@@ -22,8 +22,9 @@ def test_parse_sizes():
     assert parse_sizes((3, 32, 32)) == [(3, 32, 32)]
     assert parse_sizes(["3x32x32"]) == [(3, 32, 32)]
     assert parse_sizes(None) == []
+    assert parse_sizes("256x1024") == [(256, 1024)]  # a 2D bundle's (X, Y)
     with pytest.raises(ValueError, match="three positive"):
-        parse_sizes("15x512")
+        parse_sizes("15x512x512x3")
     with pytest.raises(ValueError, match="three positive"):
         parse_sizes([[0, 32, 32]])
 
