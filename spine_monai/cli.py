@@ -61,7 +61,7 @@ def _usage_of(name: str, arg: str) -> str:
     return f"-{arg} {_COMMANDS[name].aliases.get(arg, arg).upper()}" if len(arg) == 1 else arg.upper()
 
 
-def _run(name: str, *args: Any, **kwargs: Any) -> Any:
+def _run(name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Call command ``name``'s implementation; missing arguments and options it does not take are refused (as
     ``ValueError`` naming them as typed)."""
     spec = _COMMANDS[name]

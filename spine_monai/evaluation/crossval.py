@@ -388,6 +388,10 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
                             overwrite=bool(overwrite), **train_over)
         train_s = time.perf_counter() - t0
         pred_dir = fold_dir / "pred"
+        if pred_dir.is_dir():  # labels of an interrupted run: this fold's inference is redone from scratch
+            import shutil
+
+            shutil.rmtree(pred_dir)
         t0 = time.perf_counter()
         times = _infer_timed(root, val_items, pred_dir, ckpt, ovl, progress, **infer_over)
         infer_total = time.perf_counter() - t0
@@ -395,9 +399,8 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         for item in val_items:
             name = Path(str(item["image"])).name
             stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-            if stem.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
-                stem = Path(name).stem  # 2D image inputs get a PNG label (SaveLabeld)
-                pred = pred_dir / f"{stem}_seg.png"
+            if name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
+                pred = pred_dir / f"{stem}_seg.png"  # 2D image inputs get a PNG label (SaveLabeld)
             else:
                 pred = pred_dir / f"{stem}_seg.nii.gz"
             if not pred.is_file():

@@ -126,7 +126,7 @@ class StructureEnhancedAttention(nn.Module):
         k_prob = torch.softmax(k, dim=1).flatten(2)  # eq. 3, over classes: (B, N, *S) -> (B, N, P)
         energy = torch.bmm(q, k_prob.transpose(1, 2))  # q k'^T: (B, C', P) x (B, P, N) -> (B, C', N)
         if self.normalize_positions:
-            energy = energy / float(k_prob.shape[2])
+            energy = energy / k_prob.shape[2]  # a symbolic size under torch.export (float() would freeze it)
         attn = torch.softmax(energy, dim=2)  # eq. 4, over the N classes: (B, C', N)
         z = torch.bmm(attn, k_prob)  # a' k': (B, C', N) x (B, N, P) -> (B, C', P)
         z = z.reshape([batch, self.key_channels] + list(spatial))  # (B, C', P) -> (B, C', *S)
