@@ -179,3 +179,11 @@ print(len(logging.getLogger().handlers), keep.propagate, len(keep.handlers))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1 False 1"
     assert proc.stderr.count("early message") == 1 and " INFO monai.early: early message" in proc.stderr
+
+
+def test_an_option_called_name_reaches_the_command(monkeypatch):
+    """``bench --name X``: an option named like ``_run``'s own first parameter must not collide with it."""
+    seen = {}
+    monkeypatch.setattr(cli, "_target", lambda name: (lambda *a, **k: seen.update(args=a, kwargs=k)))
+    cli._run("bench", "b1", name="stem", out="o")
+    assert seen == {"args": ("b1",), "kwargs": {"name": "stem", "out": "o"}}

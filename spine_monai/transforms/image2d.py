@@ -241,19 +241,22 @@ class SaveLabeld(SaveImaged):
 
     A subclass of ``SaveImaged``, so MONAI Label removes it from the post-processing as it removes ``SaveImaged``.
     Both writers are atomic (temporary file renamed into place). Arguments as ``SaveImaged``; ``output_ext`` and
-    ``writer`` apply to the NIfTI branch (default ``.nii.gz``, :class:`AtomicNibabelWriter`).
+    ``writer`` apply to the NIfTI branch (default ``.nii.gz``, :class:`AtomicNibabelWriter`); ``channel_dim``
+    as ``SaveImage`` (None for a label without channel axis: MONAI Label's writer expects the 2D label as
+    ``(X, Y)``, so the 2D inference post-processing squeezes the channel before saving).
     """
 
     def __init__(self, keys: KeysCollection, output_ext: str = ".nii.gz", writer: Any = AtomicNibabelWriter,
-                 **kwargs: Any) -> None:
+                 channel_dim: int | None = 0, **kwargs: Any) -> None:
         super().__init__(keys, output_ext=output_ext, writer=writer, **kwargs)
+        self.saver.data_kwargs["channel_dim"] = channel_dim
         kwargs = dict(kwargs)
         kwargs.pop("meta_keys", None)
         kwargs.pop("meta_key_postfix", None)
         kwargs.pop("allow_missing_keys", None)
         kwargs.pop("output_dtype", None)
         self.png_saver = SaveImage(output_ext=".png", writer=AtomicPILWriter, output_dtype=np.uint8, scale=None,
-                                   **{k: v for k, v in kwargs.items() if k != "scale"})
+                                   channel_dim=channel_dim, **{k: v for k, v in kwargs.items() if k != "scale"})
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
