@@ -110,7 +110,7 @@ class EMAttention(nn.Module):
             get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=in_channels) if norm is not None else None
         )
         for conv in (self.conv_in, self.conv_out):
-            fan_out = conv.out_channels * int(torch.tensor(conv.kernel_size).prod())
+            fan_out = conv.out_channels * math.prod(conv.kernel_size)  # plain ints: works on the meta device
             with torch.no_grad():
                 conv.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
                 if conv.bias is not None:
