@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_monailabel_server import START_TIMEOUT_S, Server, _free_port, _request, _stop
 
 REPO = Path(__file__).resolve().parents[2]
