@@ -246,8 +246,8 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
 
     ``modality="us"``: coronal spine ultrasound VPI phantoms (:mod:`spine_monai.data.phantom_us`) as
     ``out/images/case_XXX.png`` (uint8 grey), ``out/labels/case_XXX.png`` (uint8: 0 background, 1 rib, 2 thoracic,
-    3 lumbar), ``out/phantom_info.json`` (with each case's true Cobb angle, ``cobb_deg``) and ``out/datalist.json``;
-    ``binary`` does not apply.
+    3 lumbar), ``out/phantom_info.json`` (with each case's true Cobb angle, ``cobb_deg``) and ``out/datalist.json``
+    (items ``image``, ``label``, ``case_id``, ``cobb_deg``, ``curve``); ``binary`` does not apply (four classes).
 
     Args:
         modality: ``"mri"`` (sagittal T2) or ``"us"`` (ultrasound VPI).
@@ -255,8 +255,8 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
         out: output folder (created).
         seed: seed of the cases and of the folds.
         folds: number of cross-validation folds, ``2 <= folds <= n``.
-        shape_scale: see :func:`generate_phantom`.
-        binary: if True the datalist ``label`` is the binary view (SAU-Net) and ``label_multiclass`` the
+        shape_scale: see :func:`generate_phantom` (``"us"``: :func:`spine_monai.data.phantom_us.generate_us_phantom`).
+        binary: MRI only; if True the datalist ``label`` is the binary view (SAU-Net) and ``label_multiclass`` the
             MRSpineSeg map; if False ``label`` is the MRSpineSeg map and ``label_binary`` the binary view.
         progress: show a tqdm progress bar over cases.
 
@@ -272,8 +272,8 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
     if str(modality).lower() == "us":
         return _make_us_dataset(int(n), Path(out), int(seed), int(folds), shape_scale, progress)
     if str(modality).lower() != "mri":
-        raise ValueError(f"--modality {modality!r}: 'mri' (sagittal T2-weighted) and 'us' (ultrasound VPI) phantoms "
-                         "are implemented.")
+        raise ValueError(f"--modality {modality!r}: only 'mri' (sagittal T2-weighted) and 'us' (coronal ultrasound "
+                         "VPI) phantoms are implemented.")
     if int(n) < 1:
         raise ValueError(f"--n {n!r} must be at least 1.")
     if not 2 <= int(folds) <= int(n):
