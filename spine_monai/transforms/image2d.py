@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from monai.data import MetaTensor, PILWriter
 from monai.transforms import MapTransform, SaveImage, SaveImaged
 
 from spine_monai.errors import InputError
-from spine_monai.transforms.io import AtomicNibabelWriter, atomic_path
+from spine_monai.transforms.io import AtomicNibabelWriter, atomic_write
 from spine_monai.transforms.validate import source_name
 
 __all__ = ["PrepareImage2Dd", "SelectOutputd", "SaveLabeld", "AtomicPILWriter", "check_image_2d", "to_grey",
@@ -224,16 +223,8 @@ class AtomicPILWriter(PILWriter):
     """``PILWriter`` whose ``write`` goes to a temporary file and is renamed into place on success."""
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **kwargs: Any) -> Any:
-        Path(filename).parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_path(filename)
-        try:
-            result = super().write(tmp, verbose=verbose, format="PNG", **kwargs)
-            os.replace(tmp, filename)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return result
+        return atomic_write(filename, lambda tmp: super(AtomicPILWriter, self).write(tmp, verbose=verbose,
+                                                                                     format="PNG", **kwargs))
 
 
 class SaveLabeld(SaveImaged):

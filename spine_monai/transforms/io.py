@@ -30,17 +30,24 @@ def atomic_path(target: str | os.PathLike) -> str:
     return tmp
 
 
+def atomic_write(filename: str | os.PathLike, write: Any) -> Any:
+    """Call ``write(tmp)`` on a temporary path beside ``filename`` and rename it into place on success (the
+    temporary file is removed on failure); returns what ``write`` returns."""
+    Path(filename).parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(filename)
+    try:
+        result = write(tmp)
+        os.replace(tmp, filename)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return result
+
+
 class AtomicNibabelWriter(NibabelWriter):
     """``NibabelWriter`` whose ``write`` goes to a temporary file and is renamed into place on success."""
 
     def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> Any:
-        Path(filename).parent.mkdir(parents=True, exist_ok=True)
-        tmp = atomic_path(filename)
-        try:
-            result = super().write(tmp, verbose=verbose, **obj_kwargs)
-            os.replace(tmp, filename)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return result
+        return atomic_write(filename, lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose=verbose,
+                                                                                         **obj_kwargs))
