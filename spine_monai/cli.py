@@ -98,7 +98,7 @@ class SpineMonaiCLI:
         return _run("datalist", dataset_dir=dataset_dir, **kwargs)
 
     def demo(self, **kwargs: Any) -> str:
-        """The main job: phantoms -> train SAU-Net -> evaluate -> segment one volume -> label, overlay, metrics."""
+        """The main job: phantoms -> train a bundle (SAU-Net, or --bundle) -> evaluate -> segment, overlay, metrics."""
         return _run("demo", **kwargs)
 
     def crossval(self, bundle: str | None = None, dataset_dir: str | None = None, **kwargs: Any) -> Any:

@@ -225,10 +225,9 @@ def _check_name_lengths(out: Path) -> None:
         name_max = os.pathconf(str(next(p for p in (out, *out.parents) if p.exists())), "PC_NAME_MAX")
     except (OSError, ValueError, StopIteration):
         name_max = 255
-    for part in out.parts:
-        if len(os.fsencode(part)) > name_max:
-            raise ValueError(f"{out}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; this file "
-                             f"system allows {name_max}.")
+    from spine_monai.transforms.outputs import check_name_length
+
+    check_name_length(out, limit=name_max)
     if len(os.fsencode(str(out))) >= 4096:
         raise ValueError(f"{str(out)[:80]}...: path too long for the file system ({len(str(out))} characters).")
 

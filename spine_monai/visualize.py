@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["render_overlay", "ERROR_COLOURS"]
+__all__ = ["render_overlay", "render_overlay_2d", "ERROR_COLOURS"]
 
 #: RGB of the error panel: agreement, prediction only, truth only, both labelled with different classes.
 ERROR_COLOURS: dict[str, tuple[float, float, float]] = {
@@ -55,7 +55,8 @@ def _as_ras(image: Any, label: Any, affine: Any) -> tuple[np.ndarray, np.ndarray
 
 
 def _draw_sagittal(ax: Any, img: np.ndarray, lab: np.ndarray | None, zooms: np.ndarray, ix: int,
-                   overlay: bool = True, title: str | None = None) -> None:
+                   overlay: bool = True, title: str | None = None,
+                   xlabel: str = "anterior  <->  posterior") -> None:
     """Sagittal slice ``ix`` of a RAS volume: superior up, anterior left, physical aspect ratio."""
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
@@ -71,7 +72,7 @@ def _draw_sagittal(ax: Any, img: np.ndarray, lab: np.ndarray | None, zooms: np.n
                   alpha=0.5, aspect=zooms[2] / zooms[1], interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_xlabel("anterior  <->  posterior")
+    ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title, fontsize=9)
 
@@ -96,11 +97,12 @@ def _draw_truth_outline(ax: Any, truth: np.ndarray, ix: int) -> None:
         ax.contour(t, levels=[0.5], colors=[TRUTH_LINE], linewidths=0.8)
 
 
-def _draw_errors(ax: Any, img: np.ndarray, pred: np.ndarray, truth: np.ndarray, zooms: np.ndarray, ix: int) -> None:
+def _draw_errors(ax: Any, img: np.ndarray, pred: np.ndarray, truth: np.ndarray, zooms: np.ndarray, ix: int,
+                 xlabel: str = "anterior  <->  posterior", volume: bool = True) -> None:
     """Sagittal slice ``ix`` with each labelled pixel coloured by :data:`ERROR_COLOURS`, a legend and the Dice."""
     from matplotlib.patches import Patch
 
-    _draw_sagittal(ax, img, None, zooms, ix, overlay=False)
+    _draw_sagittal(ax, img, None, zooms, ix, overlay=False, xlabel=xlabel)
     masks = _error_map(pred[ix].T[::-1, ::-1], truth[ix].T[::-1, ::-1])
     rgba = np.zeros(masks["TP"].shape + (4,))
     for kind, mask in masks.items():
@@ -109,9 +111,13 @@ def _draw_errors(ax: Any, img: np.ndarray, pred: np.ndarray, truth: np.ndarray, 
     shown = [k for k in ERROR_COLOURS if k != "wrong class" or masks[k].any()]
     names = {"TP": "TP (both)", "FP": "FP (prediction only)", "FN": "FN (truth only)", "wrong class": "wrong class"}
     handles = [Patch(color=ERROR_COLOURS[k], label=f"{names[k]}: {int(masks[k].sum())} px") for k in shown]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=7, frameon=False)
-    ax.set_title(f"errors, slice Dice {_dice(pred[ix], truth[ix]):.3f} (volume {_dice(pred, truth):.3f})",
-                 fontsize=9)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02 if not volume else -0.06),
+              ncol=2 if volume else 1, fontsize=7, frameon=False)
+    if volume:
+        ax.set_title(f"errors, slice Dice {_dice(pred[ix], truth[ix]):.3f} (volume {_dice(pred, truth):.3f})",
+                     fontsize=9)
+    else:
+        ax.set_title(f"errors, foreground\nDice {_dice(pred[ix], truth[ix]):.3f}", fontsize=9)
 
 
 def render_overlay(image: Any, label: Any, affine: Any, out_png: str | Path, title: str | None = None,
@@ -140,10 +146,6 @@ def render_overlay(image: Any, label: Any, affine: Any, out_png: str | Path, tit
         ValueError: for non-3D input, mismatched shapes, a bad affine, a bad ``slice_index``, or ``label_truth``
             without ``label``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
     img, lab, zooms = _as_ras(image, label, affine)
     truth = None
     if label_truth is not None:
@@ -161,22 +163,78 @@ def render_overlay(image: Any, label: Any, affine: Any, out_png: str | Path, tit
         ix = int(slice_index) % img.shape[0]
     else:
         raise ValueError(f"slice_index={slice_index!r} must be 'middle', 'foreground' or an index < {img.shape[0]}.")
+    return _figure(img, lab, truth, zooms, ix, out_png, title)
+
+
+def _figure(img: np.ndarray, lab: np.ndarray | None, truth: np.ndarray | None, zooms: np.ndarray, ix: int,
+            out_png: str | Path, title: str | None, plane: str | None = None) -> Path:
+    """The panels of :func:`render_overlay` for slice ``ix`` of RAS volumes; ``plane`` names a 2D image's view
+    (no slice index, no axis words) instead of the sagittal slice of a volume."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    xlabel = "" if plane else "anterior  <->  posterior"
     panels = 1 if lab is None else 2 if truth is None else 3
-    fig = Figure(figsize=(4.5 * panels, 5.0 if truth is None else 5.6), layout="constrained")
+    if plane:  # a tall 2D image: narrow panels, short titles, legends in one column
+        aspect = img.shape[2] * zooms[2] / max(img.shape[1] * zooms[1], 1e-6)
+        figsize = (2.6 * panels, float(np.clip(2.3 * aspect, 3.0, 10.0)) + (1.2 if truth is not None else 0.4))
+        names = [plane, "prediction (fill)" + (",\ntruth (outline)" if truth is not None else "")]
+    else:
+        figsize = (4.5 * panels, 5.0 if truth is None else 5.6)
+        names = [f"x slice {ix}", f"x slice {ix}" + (" + labels" if truth is None else
+                                                       " + prediction (fill), truth (outline)")]
+    fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     for k in range(min(panels, 2)):
-        name = "" if not k else " + labels" if truth is None else " + prediction (fill), truth (outline)"
         ax = fig.add_subplot(1, panels, k + 1)
-        _draw_sagittal(ax, img, lab, zooms, ix, overlay=k == 1, title=f"x slice {ix}{name}")
+        _draw_sagittal(ax, img, lab, zooms, ix, overlay=k == 1, title=names[k], xlabel=xlabel)
         if k == 1 and truth is not None:
             _draw_truth_outline(ax, truth, ix)
             ax.legend(handles=[Line2D([], [], color=TRUTH_LINE, lw=1.2, label="ground truth outline")],
-                      loc="upper center", bbox_to_anchor=(0.5, -0.06), fontsize=7, frameon=False)
+                      loc="upper center", bbox_to_anchor=(0.5, -0.02 if plane else -0.06), fontsize=7,
+                      frameon=False)
     if truth is not None:
-        _draw_errors(fig.add_subplot(1, panels, 3), img, lab, truth, zooms, ix)
+        _draw_errors(fig.add_subplot(1, panels, 3), img, lab, truth, zooms, ix, xlabel=xlabel, volume=not plane)
     if title:
         fig.suptitle(title)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(out), dpi=100, bbox_inches="tight")
     return out
+
+
+def render_overlay_2d(image: Any, label: Any, out_png: str | Path, title: str | None = None, label_truth: Any = None,
+                      plane: str = "coronal VPI") -> Path:
+    """The panels of :func:`render_overlay` for a 2D image shown as it is stored (row 0 at the top).
+
+    Args:
+        image: 2D array ``(rows, columns)`` (as PIL / matplotlib hold a PNG; MONAI's ``(X, Y)`` is its transpose).
+        label: label map of the same shape, or None.
+        out_png: output file.
+        title: figure title.
+        label_truth: optional ground truth of the same shape: adds its outline and the TP / FP / FN panel.
+        plane: the view's name in the panel titles.
+
+    Returns:
+        The PNG path.
+
+    Raises:
+        ValueError: for a non-2D image, mismatched shapes, or ``label_truth`` without ``label``.
+    """
+    def vol(x: Any) -> np.ndarray | None:
+        if x is None:
+            return None
+        a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+        if a.ndim != 2:
+            raise ValueError(f"a 2D overlay needs (rows, columns) arrays, got shape {a.shape}.")
+        return a[::-1, ::-1].T[None]  # undoes _draw_sagittal's transpose and flips: the image as stored
+
+    img, lab, truth = vol(image), vol(label), vol(label_truth)
+    for other, what in ((lab, "label"), (truth, "label_truth")):
+        if other is not None and other.shape != img.shape:
+            raise ValueError(f"{what} shape {other.shape[1:][::-1]} differs from the image shape "
+                             f"{img.shape[1:][::-1]}.")
+    if truth is not None and lab is None:
+        raise ValueError("label_truth needs a label to compare with.")
+    return _figure(img, lab, truth, np.ones(3), 0, out_png, title, plane=plane)

@@ -84,3 +84,42 @@ def test_repeat_commands_survive_bash(tmp_path):
     for k, v in values.items():
         expected += [f"--{k}", v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))]
     assert proc.stdout.splitlines() == expected
+
+
+SEAM_TINY = ["--bundle", "seam_spine_us_segmentation", "--n", "4", "--n_test", "2", "--shape_scale", "0.25",
+             "--num_workers", "0", "--epochs", "1", "--val_interval", "1", "--pyramid_channels", "32",
+             "--segmentation_channels", "32", "--spatial_size", "[64,256]", "--patch_size", "[64,128]"]
+
+
+@pytest.mark.slow
+def test_demo_seam_tiny(tmp_path):
+    """The SEAM bundle's demo: US phantoms, the cpu_small overlay, per-class metrics, the Cobb-angle error, a PNG
+    label of the test image's size and the 2D overlay; the repeat commands name the overlay."""
+    from PIL import Image
+
+    out = tmp_path / "seam"
+    proc = subprocess.run([sys.executable, "-m", "spine_monai", "demo", "--out", str(out), *SEAM_TINY],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bundle"] == "seam_spine_us_segmentation" and summary["overlays"] == ["cpu_small"]
+    assert set(summary["summary"]) == {"1", "2", "3", "mean over classes"}
+    assert summary["dice_mean"] == summary["summary"]["mean over classes"]["dice_mean"]
+    cobb = summary["cobb"]
+    assert cobb["n"] == 2 and len(cobb["cases"]) == 2
+    info = json.loads((out / "test" / "phantom_info.json").read_text())
+    assert [r["true_deg"] for r in cobb["cases"]] == [info[c]["cobb_deg"] for c in sorted(info)]
+    assert cobb["mae_truth_deg"] < 5.0  # the measure on the true labels recovers the phantoms' angles
+    image = Image.open(sorted((out / "test" / "images").glob("*.png"))[0])
+    seg = np.asarray(Image.open(out / "segmentation.png"))
+    assert seg.shape == (image.height, image.width) and set(np.unique(seg)) <= {0, 1, 2, 3}
+    assert Image.open(out / "overlay.png").size[0] > 0
+    assert (out / "cobb.csv").read_text().splitlines()[0] == "case,true_deg,pred_deg,truth_label_deg"
+    readme = (out / "README.md").read_text()
+    assert "phantoms --modality us" in readme and "configs/cpu_small.json" in readme
+    assert "rib" in readme and "mean absolute error" in readme and "(px)" in readme
+
+
+def test_unknown_bundle_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="the demo runs saunet_spine_mri_segmentation"):
+        run_demo(tmp_path / "x", bundle="nope")

@@ -3,7 +3,8 @@
 Checked over HTTP on 127.0.0.1: ``/info`` lists the bundle with its three label names and dimension 2 (from
 ``len(inputs.image.spatial_shape)`` of the metadata); ``/infer`` on a PNG phantom in the datastore returns a label of
 the image's size with values in 0..3; ``/train?run_sync=true`` trains one epoch on the datastore's labelled PNGs and
-rewrites ``models/model.pt`` with its record. The server machinery is shared with the SAU-Net server test.
+rewrites ``models/model.pt`` with its record. The server and the ``/info`` checks are the contract's
+(``tests/bundles/contract.py``).
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from contract import REPO, MonaiLabelContract, serve_monailabel
 from PIL import Image
-from test_monailabel_server import START_TIMEOUT_S, Server, _free_port, _request, _stop
 
-REPO = Path(__file__).resolve().parents[2]
 NAME = "seam_spine_us_segmentation"
 BUNDLE = REPO / "bundles" / NAME
 SMALL = {"encoder_name": "resnet18", "pyramid_channels": 32, "segmentation_channels": 32, "spatial_size": [64, 256],
@@ -57,53 +52,31 @@ def small_bundle_copy(dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def _studies(studies: Path) -> None:
+    """Datastore: four PNG phantoms with their PNG labels."""
     from spine_monai.data.phantoms import make_phantom_dataset
 
-    root = tmp_path_factory.mktemp("monailabel_seam")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
-           "MONAI_LABEL_SESSION_PATH": str(root / "sessions")}
-    subprocess.run([sys.executable, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle",
-                    "--output", str(root)], cwd=root, env=env, check=True, capture_output=True, timeout=120)
-    app = root / "monaibundle"
-    small_bundle_copy(app / "model" / NAME)
-    data = Path(make_phantom_dataset(modality="us", n=4, out=root / "data", seed=0, folds=2, shape_scale=0.25,
-                                     progress=False)).parent
-    studies = root / "studies"
-    (studies / "labels" / "final").mkdir(parents=True)
+    data = Path(make_phantom_dataset(modality="us", n=4, out=studies.parent / "data", seed=0, folds=2,
+                                     shape_scale=0.25, progress=False)).parent
     for img in sorted((data / "images").glob("*.png")):
         shutil.copy(img, studies / img.name)
         shutil.copy(data / "labels" / img.name, studies / "labels" / "final" / img.name)
-    log = root / "server.log"
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
-           "--host", "127.0.0.1", "--port", str(port),
-           "--conf", "models", NAME, "--conf", "zoo_source", "github", "--conf", "sam2", "false"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    srv = Server(proc, url, log, app, studies)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"MONAI Label server exited with {proc.returncode} during start:\n{srv.log_tail()}")
-            try:
-                _request(srv.url + "/info/", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"MONAI Label server not ready after {START_TIMEOUT_S} s:\n{srv.log_tail()}")
-                time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serve_monailabel(tmp_path_factory.mktemp("monailabel_seam"), NAME, small_bundle_copy, _studies) as srv:
         yield srv
-    finally:
-        _stop(proc)
 
 
-def _infer(server: Server, image_id: str) -> np.ndarray:
-    raw = server.call(f"/infer/{NAME}?image={image_id}&output=image", "POST")
+class TestMonaiLabel(MonaiLabelContract):
+    name = NAME
+    labels = {"rib": 1, "thoracic": 2, "lumbar": 3}
+    dimension = 2
+
+
+def _infer(server, image_id: str) -> np.ndarray:
+    raw = server.infer_bytes(image_id)
     try:
         return np.asarray(Image.open(io.BytesIO(raw)))
     except Exception:  # noqa: BLE001 - MONAI Label may answer a 2D label as NIfTI
@@ -114,21 +87,13 @@ def _infer(server: Server, image_id: str) -> np.ndarray:
         return np.asarray(nib.load(str(tmp)).dataobj).squeeze().T
 
 
-def test_info_lists_2d_bundle(server):
-    model = json.loads(server.call("/info/"))["models"][NAME]
-    assert model["type"] == "segmentation"
-    assert model["labels"] == {"rib": 1, "thoracic": 2, "lumbar": 3}
-    assert model["dimension"] == 2
-
-
 def test_infer_and_train(server):
     ref = np.asarray(Image.open(server.studies / "case_000.png"))
     seg = _infer(server, "case_000")
     assert seg.shape == ref.shape and set(np.unique(seg)) <= {0, 1, 2, 3}
     model_pt = server.app / "model" / NAME / "models" / "model.pt"
     before = torch.load(model_pt, weights_only=True)
-    server.call(f"/train/{NAME}?run_sync=true", "POST",
-                {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False})
+    server.train_one_epoch()
     after = torch.load(model_pt, weights_only=True)
     assert after.keys() == before.keys()
     assert not torch.equal(after["seam.key.weight"], before["seam.key.weight"])
