@@ -76,7 +76,7 @@ class DemoSpec:
 SPECS: dict[str, DemoSpec] = {
     BUNDLE: DemoSpec("SAU-Net", "mri", (), DEMO_OVERRIDES, "imagesTr", "labelsBinTr", ".nii.gz", {1: "spine"}, 16, 4),
     "seam_spine_us_segmentation": DemoSpec(
-        "FPN + SEAM", "us", ("cpu_small",), {"epochs": 20, "val_interval": 4}, "images", "labels", ".png",
+        "FPN + SEAM", "us", ("cpu_small",), {"epochs": 40, "val_interval": 4}, "images", "labels", ".png",
         {1: "rib", 2: "thoracic", 3: "lumbar"}, 24, 8, cobb=True),
 }
 
