@@ -3,6 +3,9 @@
 Works for ``../shared/data/real/lumbar_mri`` (``VB2_02_img.nii.gz`` + ``VB2_02_label.nii.gz``) and any folder laid
 out the same way. Labels are used as they are on disk; the bundles binarise them (``AsDiscreted(threshold=0.5)``)
 when the method is binary, so one datalist serves binary and multi-class methods.
+
+Public datasets as distributed (MRSpineSeg, SPIDER, VerSe, CTSpine1K, TotalSegmentator output) are read by the
+adapters of :mod:`spine_monai.data.adapters`, chosen with ``format`` (``--format`` on the command line).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from spine_monai.data.datalist import write_datalist
+from spine_monai.data.datalist import make_folds, write_datalist
 
-__all__ = ["find_pairs", "folder_datalist"]
+__all__ = ["find_pairs", "folder_datalist", "FORMAT_NAMES"]
+
+#: values of ``format``: ``pairs`` (this module) and the adapters of :mod:`spine_monai.data.adapters`.
+FORMAT_NAMES: tuple[str, ...] = ("pairs", "mrspineseg", "spider", "verse", "ctspine1k", "totalsegmentator")
 
 logger = logging.getLogger(__name__)
 
@@ -64,37 +70,95 @@ def find_pairs(dataset_dir: str | os.PathLike, pattern: str = "*_img.nii.gz", la
 
 def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | None = None, folds: int = 5,
                     seed: int = 0, pattern: str = "*_img.nii.gz", label_suffix: str = "_label",
-                    binarize: bool = True, include: str | Sequence[str] | None = None) -> str:
-    """Write a Decathlon-style datalist (with fixed folds) for a folder of image/label pairs.
+                    binarize: bool = True, include: str | Sequence[str] | None = None, format: str = "pairs",
+                    progress: bool = True) -> str:
+    """Write a Decathlon-style datalist (with fixed folds) for a folder of image/label pairs or a public dataset.
 
     Args:
-        dataset_dir: folder of pairs (read only; nothing is written there unless ``out`` points there).
+        dataset_dir: folder of pairs, or of a public dataset as distributed (see ``format``); read only: nothing is
+            written there unless ``out`` points there.
         out: the datalist path to write (a ``.json`` file, or a folder that gets ``datalist.json``); default
-            ``./<folder name>_datalist/datalist.json``.
-        folds: number of folds (fixed by ``seed``).
+            ``./<folder name>_datalist/datalist.json``. Label maps an adapter converts are written beside it
+            (``labels_mrspineseg/``, ``labels_verse/``).
+        folds: number of folds (fixed by ``seed``). When the layout names the patient (``spider``, ``verse``), the
+            series of one patient share a fold.
         seed: fold seed.
-        pattern, label_suffix, include: see :func:`find_pairs`.
+        pattern, label_suffix: see :func:`find_pairs`.
         binarize: recorded in the datalist (``"binary_labels": true``): the label maps are meant as spine vs
             background; bundles apply the threshold. The integer values found in the label files are recorded as
             ``label_values`` (e.g. vertebra instance ids 0..9): training accepts exactly those and refuses a label
             with any other value (a soft value, -1, 255 that was not there) naming the file.
+        include: optional case-id glob(s), e.g. ``"VB*"`` or ``["VB2_*"]``.
+        format: dataset layout: ``pairs`` (``<case>_img`` + ``<case>_label``); ``mrspineseg``
+            (``train/MR/Case{N}`` + ``train/Mask/mask_case{N}``, labels as they are); ``spider`` (``images/*.mha`` +
+            ``masks/*.mha``, mapped to MRSpineSeg labels and written); ``verse`` (``rawdata/sub-*/*_ct`` +
+            ``derivatives/sub-*/*_seg-vert_msk``, VerSe labels as they are); ``ctspine1k`` (``X`` + ``X_seg``, VerSe
+            labels as they are); ``totalsegmentator`` (``<case>/ct`` + ``<case>/segmentations/vertebrae_*``,
+            combined into VerSe labels and written). The label convention is recorded as ``labels``.
+        progress: progress bar while label maps are written.
 
     Returns:
         The datalist path.
+
+    Raises:
+        FileNotFoundError: the folder is absent, holds no case of the layout, or an image has no label.
+        ValueError: an unknown ``format``, an unreadable file, or ``pattern``/``label_suffix`` given with a
+            ``format`` other than ``pairs``.
     """
-    pairs = find_pairs(dataset_dir, pattern, label_suffix, include)
+    fmt = str(format).strip().lower()
+    if fmt not in FORMAT_NAMES:
+        raise ValueError(f"--format {format!r} is not one of {', '.join(FORMAT_NAMES)}.")
     if out is None:
         out_path = Path.cwd() / f"{Path(dataset_dir).resolve().name}_datalist" / "datalist.json"
     else:
         out_path = Path(out)
         if out_path.suffix != ".json":
             out_path = out_path / "datalist.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"label_values": _label_values(pairs)} if binarize else {}
+    extra: dict = {}
+    if fmt == "pairs":
+        pairs = find_pairs(dataset_dir, pattern, label_suffix, include)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if binarize:
+            extra["label_values"] = _label_values(pairs)
+    else:
+        from spine_monai.data.adapters import FORMATS
+
+        if pattern != "*_img.nii.gz" or label_suffix != "_label":
+            raise ValueError(f"--pattern and --label_suffix apply to --format pairs only, not --format {fmt}.")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        layout = FORMATS[fmt](dataset_dir, out_path.parent, include=include, progress=progress)
+        pairs = layout.items
+        logger.info("--format %s: label convention %s; mapping: %s", fmt, layout.convention, layout.mapping)
+        if binarize:
+            values = layout.label_values if layout.label_values is not None else _label_values(pairs)
+            unexpected = sorted(set(values) - set(layout.labels))
+            if unexpected:
+                logger.warning("label values %s are not in the %s convention %s", unexpected, layout.convention,
+                               sorted(layout.labels))
+            extra["label_values"] = values
+        extra.update(format=fmt, label_convention=layout.convention, label_mapping=layout.mapping,
+                     labels={str(k): v for k, v in layout.labels.items()}, **layout.extra)
+        _subject_folds(pairs, folds, seed)
     path = write_datalist(pairs, out_path, folds=folds, seed=seed, name=Path(dataset_dir).resolve().name,
                           source=str(Path(dataset_dir).resolve()), binary_labels=bool(binarize), **extra)
     logger.info("wrote %s (%d cases, %d folds)", path, len(pairs), folds)
     return str(path)
+
+
+def _subject_folds(items: list[dict], folds: int, seed: int) -> None:
+    """Give every item the fold of its ``subject`` (seeded by :func:`make_folds` over the subjects) when some
+    subject has several items; otherwise leave the folds to :func:`write_datalist` (by case id)."""
+    subjects = [str(item.get("subject", item.get("case_id"))) for item in items]
+    if len(set(subjects)) == len(subjects):
+        return
+    unique = sorted(set(subjects))
+    if isinstance(folds, int) and folds > len(unique):
+        raise ValueError(f"--folds {folds} is more than the {len(unique)} subjects (a subject's series stay in "
+                         "one fold).")
+    assignment = make_folds(unique, folds, seed)
+    for item, subject in zip(items, subjects, strict=True):
+        item["fold"] = assignment[subject]
+    logger.info("folds grouped by subject: %d series of %d subjects", len(items), len(unique))
 
 
 def _label_values(pairs: Sequence[dict]) -> list[int]:

@@ -145,6 +145,27 @@ COMPARISONS: dict[str, Comparison] = {
                  BenchTarget("SAU-Net peak CPU memory < 4 GB at 15x960x960", "saunet", "peak_rss_mb", 4096.0,
                              size=(15, 960, 960), device="cpu")),
     ),
+    "safnet_spine_mri_segmentation": Comparison(
+        paper="safnet",
+        title="SAFNet (Yilizati-Yilihamu et al., BMC Neuroscience 2023)",
+        paper_setting="MRSpineSeg, 172 T2W volumes, 5-fold",
+        method="safnet",
+        methods=(
+            Method("unet3d", "3D UNet", ("baseline_unet3d",), {"safnet/table1": "3D UNet"}),
+            Method("resunet3d", "3D ResUNet", ("baseline_resunet3d",), {"safnet/table1": "3D ResUNet"}),
+            Method("deeplabv3", "3D DeepLabV3", ("baseline_deeplabv3",), {"safnet/table1": "3D DeepLabV3"}),
+            Method("base", "Base", ("ablation_base",), {"safnet/table2": "Base"}),
+            Method("base_aspp", "Base + ASPP", ("ablation_base_aspp",), {"safnet/table2": "Base + ASPP"}),
+            Method("base_msf", "Base + Multiscale fusion", ("ablation_base_msf",),
+                   {"safnet/table2": "Base + Multiscale fusion"}),
+            Method("base_attention", "Base + Self-attention mechanism", ("ablation_base_attention",),
+                   {"safnet/table2": "Base + Self-attention mechanism"}),
+            Method("safnet", "SAFNet", (), {"safnet/table1": "SAFNet", "safnet/table2": "SAFNet"}),
+        ),
+        tables=(TableSpec("safnet/table1", ("unet3d", "resunet3d", "deeplabv3", "safnet")),
+                TableSpec("safnet/table2", ("base", "base_aspp", "base_msf", "base_attention", "safnet"))),
+        bench_sizes=((18, 128, 256),),  # the paper's 18 x 256 x 128 input in RAS order (LR, AP, SI)
+    ),
     "seam_spine_us_segmentation": Comparison(
         paper="seam",
         title="SEAM (Zhao et al., ICASSP 2021)",
@@ -182,9 +203,25 @@ def ours_label(context: Mapping[str, Any]) -> str:
     return f"ours ({context['dataset']}, {context['folds_run']} of {context['folds']} folds, {context['device']})"
 
 
+def _fold_cell(summary: Mapping[str, Any], metric: str) -> str | None:
+    """A ``fold_<n>`` column (SAFNet's Table 1: mean Dice of each fold): our fold ``n - 1``'s mean Dice ± its std
+    over the fold's cases, or ``None`` when ``metric`` is not a fold column."""
+    if not metric.startswith("fold_") or not metric[5:].isdigit():
+        return None
+    fold = int(metric[5:]) - 1
+    for r in summary.get("per_fold", []):
+        if r.get("fold") == fold:
+            mean, std = 100.0 * r["metrics"]["dice"], 100.0 * r.get("metrics_std", {}).get("dice", float("nan"))
+            return f"{mean:.2f}" + ("" if std != std else f" ± {std:.2f}")
+    return "not run"
+
+
 def _ours_cell(summary: Mapping[str, Any] | None, metric: str) -> str:
     if summary is None:
         return "not run"
+    fold = _fold_cell(summary, metric)
+    if fold is not None:
+        return fold
     stats = summary["across_folds"].get(metric)
     if stats is None:
         return "-"

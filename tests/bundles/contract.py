@@ -69,8 +69,10 @@ def overrides(args: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def bundle_fixtures(bundle: Path, modality: str, train_args: Sequence[str]) -> tuple[Any, Any]:
-    """The module-scoped fixtures ``workspace`` and ``trained`` of a bundle's test module (assign both names)."""
+def bundle_fixtures(bundle: Path, modality: str, train_args: Sequence[str], **phantom_args: Any) -> tuple[Any, Any]:
+    """The module-scoped fixtures ``workspace`` and ``trained`` of a bundle's test module (assign both names);
+    ``phantom_args`` go to :func:`spine_monai.data.phantoms.make_phantom_dataset` (``binary=False`` for the
+    multi-class MRI labels)."""
 
     @pytest.fixture(scope="module")
     def workspace(tmp_path_factory) -> dict[str, Path]:
@@ -78,7 +80,7 @@ def bundle_fixtures(bundle: Path, modality: str, train_args: Sequence[str]) -> t
 
         root = tmp_path_factory.mktemp(bundle.name)
         data = Path(make_phantom_dataset(modality=modality, n=4, out=root / "data", seed=3, folds=2,
-                                         shape_scale=0.25, progress=False)).parent
+                                         shape_scale=0.25, progress=False, **phantom_args)).parent
         return {"root": root, "data": data, "models": root / "models", "eval": root / "eval"}
 
     @pytest.fixture(scope="module")
@@ -282,7 +284,7 @@ class MonaiLabelContract:
         info = json.loads(server.call("/info/"))
         model = info["models"][self.name]
         assert model["type"] == "segmentation"
-        assert model["labels"] == self.labels
+        assert model["labels"] == self.labels, model["labels"]
         assert model["dimension"] == self.dimension
         assert self.name in info["trainers"]
         assert "sam_2d" not in info["models"]  # --conf sam2 false

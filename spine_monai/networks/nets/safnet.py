@@ -15,19 +15,42 @@ Volumes are ``(B, C, D, H, W)`` with the few-slice axis first (the paper's ``18 
                                                                   F x 18 x 16 x 8      1/16
     high       -> ASPP -> PositionAttention -> ChannelAttention ("sequentially ... spatial and channel")
     low, mid   -> MultiscaleFusion each
-    gate       R = sigmoid(GAP(high))  (eq. 6-7);  low' = R * low,  mid' = R * mid  (eq. 8, "respectively")
-    splice     concat(low', up(mid'), up(high)) at the low-level size (3F channels)
+    gate       R_S = sigmoid(GAP(high)) (eq. 6-7);  R_SAM = CAM(PAM(R_S)) (the attention module on R_S, eq. 8)
+    splice     F_sh = R_SAM * F_l * up(F_m) (eq. 8);  concat(F_sh, F_l, up(F_m)) at the low-level size (3F)
     head       CBR 3x3x3 (3F -> F), 1x1x1 conv (F -> classes), (tri)linear upsampling to the input size
 
 The sizes in the right column are the paper's, for an ``18 x 256 x 128`` input. They are 1/4, 1/8 and 1/16 in-plane
 (the paper's numbers; the stem's strided CBR halves before the first residual unit), not 1/2, 1/4, 1/8.
 
-Choices where the paper is silent: the widths of the stem (``F``); "processed twice using the residual network"
+Dimension splicing (``splice``), the paper's text read three ways:
+
+- ``"paper"`` (default): eq. 8 as printed, ``F_sh = R_SAM . F_l . F_m``, one element-wise product with ``F_m``
+  up-sampled to the size of ``F_l``; then, as the abstract says, "the new high-level features, low-level features,
+  and mid-level features are all sampled to the same size and concatenated": ``concat(F_sh, F_l, up(F_m))``.
+- ``"respectively"``: the sentence before eq. 8 ("multiplying ... R_SAM ... with F_l and F_m respectively") as two
+  products, ``concat(R_SAM F_l, up(R_SAM F_m), F_l, up(F_m))`` (4F channels).
+- ``"gated_high"``: this module's earlier reading, ``concat(R F_l, up(R F_m), up(F_h))``: it keeps the high-level
+  map's spatial detail, which the paper's splicing reduces to the channel vector ``R_SAM``, and drops the raw
+  ``F_l`` / ``F_m``. Kept as an option for comparison; not the paper.
+
+``R_SAM`` (eq. 8, "using the attention mechanism module to process the activated R_S"): the position and channel
+attention modules of the "Self-attention mechanism" section (separate instances from those on ``F_h``) applied to
+the ``C x 1 x 1 x 1`` map ``R_S``. On one position the position attention is ``gamma * V(R_S) + R_S`` (its softmax
+over one position is 1, so its query and key projections, 2 x (C^2/8 + C/8) parameters, never receive a gradient)
+and the channel attention mixes the channels by their affinity; both start as the identity (``gamma = 0``), so training
+starts from ``R_SAM = R_S``. ``gate_attention=False`` uses ``R_S`` itself. The gate attention belongs to the
+self-attention component, so it follows ``use_attention`` unless set (Table 2's rows switch both together).
+
+Other choices where the paper is silent: the widths of the stem (``F``); "processed twice using the residual network"
 giving 1/16 (not 1/32) means one strided and one stride-1 unit; the dilations of the three "CBR modules with holes"
-(``high_dilations``, default in-plane 2, 4, 8, depth 1); ASPP rates are the paper's isotropic 6, 12, 18 (per-axis
-tuples are accepted); the gate ``R_SAM`` of eq. 8 is the sigmoid response itself (no further module is described);
-eq. 8's product is applied to low and mid separately ("multiplying ... with F_l and F_m respectively") because they
-differ in size; the head and the final upsampling (the paper only says "output the final result").
+(``high_dilations``, default in-plane 2, 4, 8, depth 1); the head and the final upsampling (the paper only says
+"output the final result").
+
+ASPP rates are the paper's isotropic 6, 12, 18 (Fig. 4, "padding of 6 and a dilation rate of 6", ...). On the
+``18 x 16 x 8`` high-level map of the paper's input they degenerate: every off-centre tap of the rate-18 branch falls
+in the zero padding on all three axes, so that branch is exactly a 1x1x1 convolution, and rate 12 reads padding for
+most taps (``tests/networks/test_safnet.py`` pins this). :data:`FIT_ASPP_RATES` gives in-plane rates that fit the
+map (depth 1), offered as an overlay of the bundle; the default stays the paper's.
 
 Ablation (Table 2): ``use_aspp``, ``use_msf`` and ``use_attention`` replace the module with the identity; the base
 model keeps the feature extractor, the gate, the splicing and the head. ``safnet_variant(name)`` gives the rows.
@@ -49,7 +72,7 @@ from spine_monai.networks.blocks.multiscale_fusion import MultiscaleFusion
 from spine_monai.networks.blocks.position_attention import PositionAttention
 from spine_monai.networks.blocks.residual_down import ResidualDown
 
-__all__ = ["SAFNet", "safnet_variant", "SAFNET_VARIANTS", "count_parameters"]
+__all__ = ["SAFNet", "safnet_variant", "SAFNET_VARIANTS", "SPLICES", "FIT_ASPP_RATES", "count_parameters"]
 
 #: Table 2 rows -> switches. Aliases map to the same rows.
 SAFNET_VARIANTS: dict[str, dict[str, bool]] = {
@@ -60,6 +83,13 @@ SAFNET_VARIANTS: dict[str, dict[str, bool]] = {
     "safnet": {"use_aspp": True, "use_msf": True, "use_attention": True},
 }
 _ALIASES = {"base+msf": "base+multiscale_fusion", "base+attention": "base+self_attention", "full": "safnet"}
+
+#: Readings of the dimension splicing (module docstring); "paper" is eq. 8 and the abstract.
+SPLICES = ("paper", "respectively", "gated_high")
+
+#: ASPP rates that fit the 18 x 16 x 8 high-level map of the paper's input: in-plane dilations 1/2/3 x (2, 2), depth 1
+#: (the paper's 6 / 12 / 18 reach past the map; see the module docstring).
+FIT_ASPP_RATES: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 4, 4), (1, 6, 6))
 
 
 def safnet_variant(name: str) -> dict[str, bool]:
@@ -105,10 +135,13 @@ class SAFNet(nn.Module):
         high_dilations: dilations of the three dilated CBRs; ints mean ``(1, d, d)`` in 3D, ``(d, d)`` in 2D.
         reduction: query/key reduction of the position attention.
         max_positions: position attention guard (at the high level the paper's input gives 2304 positions).
+        splice: dimension splicing, one of :data:`SPLICES` (module docstring); ``"paper"`` is eq. 8.
+        gate_attention: process ``R_S`` with position + channel attention into ``R_SAM`` (eq. 8); default
+            ``use_attention``.
 
     Raises:
-        ValueError: if ``spatial_dims`` is not 2 or 3, a channel count is not positive, or ``features`` is not a
-            multiple of 4 (multiscale fusion) and of ``reduction``.
+        ValueError: if ``spatial_dims`` is not 2 or 3, a channel count is not positive, ``features`` is not a
+            multiple of 4 (multiscale fusion) and of ``reduction``, or ``splice`` is unknown.
 
     Example::
 
@@ -132,8 +165,12 @@ class SAFNet(nn.Module):
         high_dilations: Sequence[int | Sequence[int]] = (2, 4, 8),
         reduction: int = 8,
         max_positions: int = 65536,
+        splice: str = "paper",
+        gate_attention: bool | None = None,
     ) -> None:
         super().__init__()
+        if splice not in SPLICES:
+            raise ValueError(f"splice must be one of {SPLICES}, got {splice!r}.")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
         if in_channels < 1 or out_channels < 1:
@@ -142,6 +179,8 @@ class SAFNet(nn.Module):
             raise ValueError(f"features must be a positive multiple of 4 and of reduction={reduction}, got {features}.")
         self.spatial_dims = spatial_dims
         self.use_aspp, self.use_msf, self.use_attention = use_aspp, use_msf, use_attention
+        self.splice = splice
+        self.gate_attention_on = use_attention if gate_attention is None else bool(gate_attention)
         self.interp_mode = "trilinear" if spatial_dims == 3 else "bilinear"
         down: tuple[int, ...] = (1, 2, 2) if spatial_dims == 3 else (2, 2)
 
@@ -178,8 +217,16 @@ class SAFNet(nn.Module):
             self.msf_mid: nn.Module = MultiscaleFusion(spatial_dims, features, msf_dilations, norm=norm, act=act)
         else:
             self.msf_low, self.msf_mid = nn.Identity(), nn.Identity()
+        if self.gate_attention_on:  # R_SAM: the attention modules on the 1 x 1 x 1 response map R_S
+            self.gate_attention: nn.Module = nn.Sequential(
+                PositionAttention(spatial_dims, features, reduction=reduction, max_positions=1),
+                ChannelAttention(spatial_dims, features),
+            )
+        else:
+            self.gate_attention = nn.Identity()
+        spliced = (4 if splice == "respectively" else 3) * features
         self.head = nn.Sequential(
-            cbr(3 * features, features), Conv[Conv.CONV, spatial_dims](features, out_channels, kernel_size=1)
+            cbr(spliced, features), Conv[Conv.CONV, spatial_dims](features, out_channels, kernel_size=1)
         )
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,12 +257,18 @@ class SAFNet(nn.Module):
         high = self.attention(self.aspp(high))
         low = self.msf_low(low)
         mid = self.msf_mid(mid)
-        gate = torch.sigmoid(high.flatten(2).mean(dim=2))  # GAP (eq. 6) + sigmoid (eq. 7): (B, C)
+        gate = torch.sigmoid(high.flatten(2).mean(dim=2))  # R_S: GAP (eq. 6) + sigmoid (eq. 7), (B, C)
         for _ in range(self.spatial_dims):
             gate = gate.unsqueeze(-1)  # (B, C) -> (B, C, 1, ..., 1)
+        gate = self.gate_attention(gate)  # R_SAM (eq. 8)
         size = low.shape[2:]
-        mid_up = F.interpolate(mid * gate, size=size, mode=self.interp_mode, align_corners=False)
-        high_up = F.interpolate(high, size=size, mode=self.interp_mode, align_corners=False)
-        fused = torch.cat([low * gate, mid_up, high_up], dim=1)  # dimension splicing: (B, 3C, *low)
+        mid_up = F.interpolate(mid, size=size, mode=self.interp_mode, align_corners=False)
+        if self.splice == "paper":  # F_sh = R_SAM . F_l . F_m (eq. 8), spliced with F_l and F_m
+            fused = torch.cat([gate * low * mid_up, low, mid_up], dim=1)
+        elif self.splice == "respectively":
+            fused = torch.cat([gate * low, gate * mid_up, low, mid_up], dim=1)
+        else:  # "gated_high"
+            high_up = F.interpolate(high, size=size, mode=self.interp_mode, align_corners=False)
+            fused = torch.cat([low * gate, mid_up * gate, high_up], dim=1)
         logits = self.head(fused)
         return F.interpolate(logits, size=x.shape[2:], mode=self.interp_mode, align_corners=False)
