@@ -117,3 +117,24 @@ def test_crossval_scores_every_class(workspace, tmp_path):
     summary = json.loads((Path(out) / "summary.json").read_text())
     for key in ("dice", "dice_s", "dice_l5", "dice_l5/s", "dice_t9/t10", "runtime_s"):  # names lower-cased
         assert key in summary["across_folds"], key
+
+
+def test_label_outside_the_20_classes_is_refused(workspace, tmp_path):
+    """A training label holding a value outside MRSpineSeg's 0..19 (here a VerSe-style 25) stops the run with one
+    line naming the file, before any training."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(workspace["data"], data)
+    items = json.loads((data / "datalist.json").read_text())["training"]
+    bad = data / items[0]["label"]  # the datalist holds paths relative to its folder
+    img = nib.load(str(bad))
+    arr = np.asarray(img.dataobj).copy()
+    arr[arr == 2] = 25
+    nib.save(nib.Nifti1Image(arr, img.affine), str(bad))
+    proc = run(bundle_cmd("run", "--config_file", str(BUNDLE / "configs" / "train.json"), "--bundle_root",
+                          str(BUNDLE), "--dataset_dir", str(data), "--ckpt_dir", str(tmp_path / "models"),
+                          "--output_dir", str(tmp_path / "eval"), *TRAIN_SMALL), cwd=tmp_path, ok=False)
+    assert proc.returncode != 0
+    assert bad.name in proc.stderr and "label values 25" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "models" / "model.pt").exists()
