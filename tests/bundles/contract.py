@@ -38,8 +38,8 @@ SCHEMA = REPO / "spine_monai" / "schemas" / "meta_schema.json"
 START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 300
 
-__all__ = ["run", "bundle_cmd", "overrides", "bundle_fixtures", "BundleContract", "Server", "serve_monailabel",
-           "MonaiLabelContract", "REPO", "SCHEMA"]
+__all__ = ["run", "bundle_cmd", "overrides", "bundle_fixtures", "BundleContract", "Volume3DContract", "Server",
+           "serve_monailabel", "install_small_bundle", "MonaiLabelContract", "REPO", "SCHEMA"]
 
 
 def run(args: Sequence[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600,
@@ -170,7 +170,58 @@ class BundleContract:
         assert (models / "model.pt").is_file()
 
 
+class Volume3DContract(BundleContract):
+    """A 3D bundle's contract, plus: inference on an anisotropic LAS copy of a phantom returns the label on the
+    input's own grid (orientation, affine, shape), with the settings from the record alone, leaving no temporary
+    file. ``label_values``: the values a label may hold."""
+
+    label_values: ClassVar[set[int]]
+
+    def check_label(self, label: Path, image: Path) -> None:
+        import nibabel as nib
+        import numpy as np
+
+        seg, img = nib.load(str(label)), nib.load(str(image))
+        assert seg.shape == img.shape and np.allclose(seg.affine, img.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= self.label_values
+
+    def test_inference_keeps_geometry(self, workspace, trained, tmp_path):
+        import nibabel as nib
+        import numpy as np
+
+        src = nib.load(str(sorted((workspace["data"] / self.images).glob(f"*{self.suffix}"))[0]))
+        las = nib.as_closest_canonical(src).slicer[::-1, :, :]
+        img_path = tmp_path / "las.nii.gz"
+        nib.save(nib.Nifti1Image(np.asarray(las.dataobj), las.affine), str(img_path))
+        out_dir = tmp_path / "pred"
+        run(bundle_cmd("run", "--config_file", str(self.bundle / "configs" / "inference.json"), "--bundle_root",
+                       str(self.bundle), "--dataset_dir", str(img_path), "--output_dir", str(out_dir),
+                       "--ckpt_path", str(trained)), cwd=tmp_path)
+        assert nib.aff2axcodes(nib.load(str(out_dir / "las_seg.nii.gz")).affine) == ("L", "A", "S")
+        self.check_label(out_dir / "las_seg.nii.gz", img_path)
+        assert sorted(os.listdir(out_dir)) == ["las_seg.nii.gz"]  # no temporary files left
+
+
 # --- MONAI Label ------------------------------------------------------------------------------------------------
+
+
+def install_small_bundle(bundle: Path, dst: Path, small: dict[str, Any], net: torch.nn.Module,
+                         settings: dict[str, Any]) -> Path:
+    """Copy ``bundle`` to ``dst`` with the ``small`` constants in its train.json (inference.json stays as shipped:
+    it reads the record) and ``net``'s weights as ``models/model.pt`` with their record of ``settings``."""
+    import shutil
+
+    from spine_monai.bundle.record import write_record
+
+    shutil.copytree(bundle, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
+    path = dst / "configs" / "train.json"
+    config = json.loads(path.read_text())
+    config.update({k: v for k, v in small.items() if k in config})
+    path.write_text(json.dumps(config, indent=4))
+    (dst / "models").mkdir(exist_ok=True)
+    torch.save(net.state_dict(), dst / "models" / "model.pt")
+    write_record(dst / "models" / "model.pt", settings, (), dst)
+    return dst
 
 
 def free_port() -> int:

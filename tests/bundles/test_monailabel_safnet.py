@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, serve_monailabel
+from contract import REPO, MonaiLabelContract, install_small_bundle, serve_monailabel
 
 NAME = "safnet_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
@@ -32,22 +32,14 @@ pytestmark = [
 
 
 def small_bundle_copy(dst: Path) -> Path:
-    """Copy the bundle with small constants in train.json and an initial model with its record."""
-    from spine_monai.bundle.record import write_record
+    """The bundle with small constants in train.json and an initial model with its record."""
     from spine_monai.networks.nets.safnet import SAFNet
 
-    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
-    path = dst / "configs" / "train.json"
-    config = json.loads(path.read_text())
-    config.update({k: v for k, v in SMALL.items() if k in config})
-    path.write_text(json.dumps(config, indent=4))
+    config = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    settings = {k: SMALL.get(k, config[k]) for k in ("spatial_size", "crop_scale", "features", "use_aspp", "use_msf",
+                                                     "use_attention", "aspp_rates", "splice", "gate_attention")}
     torch.manual_seed(0)
-    (dst / "models").mkdir(exist_ok=True)
-    torch.save(SAFNet(out_channels=20, features=SMALL["features"]).state_dict(), dst / "models" / "model.pt")
-    settings = {k: config[k] for k in ("spatial_size", "crop_scale", "features", "use_aspp", "use_msf",
-                                       "use_attention", "aspp_rates", "splice", "gate_attention")}
-    write_record(dst / "models" / "model.pt", settings, (), dst)
-    return dst
+    return install_small_bundle(BUNDLE, dst, SMALL, SAFNet(out_channels=20, features=SMALL["features"]), settings)
 
 
 def _studies(studies: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, serve_monailabel
+from contract import REPO, MonaiLabelContract, install_small_bundle, serve_monailabel
 from PIL import Image
 
 NAME = "seam_spine_us_segmentation"
@@ -34,22 +34,13 @@ pytestmark = [
 
 
 def small_bundle_copy(dst: Path) -> Path:
-    """Copy the bundle with small constants in train.json and an initial model with its record."""
-    from spine_monai.bundle.record import write_record
+    """The bundle with small constants in train.json and an initial model with its record."""
     from spine_monai.networks.nets.fpn_seam import FPNSEAM
 
-    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
-    path = dst / "configs" / "train.json"
-    config = json.loads(path.read_text())
-    config.update({k: v for k, v in SMALL.items() if k in config})
-    path.write_text(json.dumps(config, indent=4))
     torch.manual_seed(0)
     net = FPNSEAM(1, 4, encoder_name="resnet18", decoder_pyramid_channels=32, decoder_segmentation_channels=32)
-    (dst / "models").mkdir(exist_ok=True)
-    torch.save(net.state_dict(), dst / "models" / "model.pt")
     settings = {k: SMALL[k] for k in ("spatial_size", "encoder_name", "pyramid_channels", "segmentation_channels")}
-    write_record(dst / "models" / "model.pt", {**settings, "attentive": True}, (), dst)
-    return dst
+    return install_small_bundle(BUNDLE, dst, SMALL, net, {**settings, "attentive": True})
 
 
 def _studies(studies: Path) -> None:

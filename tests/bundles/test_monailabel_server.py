@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, serve_monailabel
+from contract import REPO, MonaiLabelContract, install_small_bundle, serve_monailabel
 
 NAME = "saunet_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
@@ -37,24 +37,15 @@ pytestmark = [
 
 
 def small_bundle_copy(dst: Path) -> Path:
-    """Copy the bundle to ``dst`` with small constants and a network whose head is zero (logits 0 everywhere)."""
-    from spine_monai.bundle.record import write_record
+    """The bundle with small constants and a network whose head is zero (logits 0 everywhere)."""
     from spine_monai.networks.nets.saunet import SAUNet
 
-    shutil.copytree(BUNDLE, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
-    path = dst / "configs" / "train.json"  # inference.json stays as shipped: it reads models/model_config.json
-    config = json.loads(path.read_text())
-    config.update({k: v for k, v in SMALL.items() if k in config})
-    path.write_text(json.dumps(config, indent=4))
     torch.manual_seed(0)
     net = SAUNet(features=tuple(SMALL["features"]))
     with torch.no_grad():  # sigmoid(0) = 0.5 -> every voxel 1 after the threshold, until training moves the head
         net.head.weight.zero_()
         net.head.bias.zero_()
-    (dst / "models").mkdir(exist_ok=True)
-    torch.save(net.state_dict(), dst / "models" / "model.pt")
-    write_record(dst / "models" / "model.pt", {k: SMALL[k] for k in ("pixdim", "roi_size", "features")}, (), dst)
-    return dst
+    return install_small_bundle(BUNDLE, dst, SMALL, net, {k: SMALL[k] for k in ("pixdim", "roi_size", "features")})
 
 
 def _studies(studies: Path) -> None:
