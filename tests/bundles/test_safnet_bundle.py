@@ -116,3 +116,24 @@ def test_label_outside_the_20_classes_is_refused(workspace, tmp_path):
     assert proc.returncode != 0
     assert bad.name in proc.stderr and "label values 25" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "models" / "model.pt").exists()
+
+
+def test_small_volume_is_resized_and_single_slice_refused(workspace, trained, tmp_path):
+    """Documented behaviour: a volume smaller than the network input (after the crop) is resized in-plane and padded
+    to the input's slices, and its label returns on its own grid; one slice is not a volume and is refused."""
+    from spine_monai.errors import InputError
+    from spine_monai.segment import segment
+
+    src = nib.load(str(sorted((workspace["data"] / "imagesTr").glob("*.nii.gz"))[0]))
+    arr = np.asarray(src.dataobj)
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(arr[:3, :12, :12], src.affine), str(small))
+    out = segment("safnet_spine_mri_segmentation", str(small), str(tmp_path / "small_seg.nii.gz"),
+                  weights=str(trained), progress=False)
+    assert nib.load(out).shape == (3, 12, 12)
+    one = tmp_path / "one.nii.gz"
+    nib.save(nib.Nifti1Image(arr[5:6], src.affine), str(one))
+    with pytest.raises(InputError, match="single 2D slice"):
+        segment("safnet_spine_mri_segmentation", str(one), str(tmp_path / "one_seg.nii.gz"), weights=str(trained),
+                progress=False)
+    assert not (tmp_path / "one_seg.nii.gz").exists()
