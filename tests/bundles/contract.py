@@ -39,7 +39,7 @@ START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 300
 
 __all__ = ["run", "bundle_cmd", "overrides", "bundle_fixtures", "BundleContract", "Volume3DContract", "Server",
-           "serve_monailabel", "install_small_bundle", "MonaiLabelContract", "REPO", "SCHEMA"]
+           "serve_monailabel", "install_small_bundle", "phantom_studies", "MonaiLabelContract", "REPO", "SCHEMA"]
 
 
 def run(args: Sequence[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600,
@@ -277,6 +277,21 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
+
+
+def phantom_studies(studies: Path, modality: str = "mri", images: str = "imagesTr", labels: str = "labelsBinTr",
+                    pattern: str = "*.nii.gz", **phantom_args: Any) -> None:
+    """Fill a MONAI Label datastore with four tiny phantoms: images in ``studies``, their labels (the dataset's
+    ``labels`` folder) in ``studies/labels/final`` under the same names."""
+    import shutil
+
+    from spine_monai.data.phantoms import make_phantom_dataset
+
+    data = Path(make_phantom_dataset(modality=modality, n=4, out=studies.parent / "data", seed=0, folds=2,
+                                     shape_scale=0.25, progress=False, **phantom_args)).parent
+    for img in sorted((data / images).glob(pattern)):
+        shutil.copy(img, studies / img.name)
+        shutil.copy(data / labels / img.name, studies / "labels" / "final" / img.name)
 
 
 @contextmanager

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, serve_monailabel
+from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 
 NAME = "safnet_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
@@ -44,13 +43,7 @@ def small_bundle_copy(dst: Path) -> Path:
 
 def _studies(studies: Path) -> None:
     """Datastore: four multi-class MRI phantoms with their MRSpineSeg labels."""
-    from spine_monai.data.phantoms import make_phantom_dataset
-
-    data = Path(make_phantom_dataset(n=4, out=studies.parent / "data", seed=0, folds=2, shape_scale=0.25,
-                                     binary=False, progress=False)).parent
-    for img in sorted((data / "imagesTr").glob("*.nii.gz")):
-        shutil.copy(img, studies / img.name)
-        shutil.copy(data / "labelsTr" / img.name, studies / "labels" / "final" / img.name)
+    phantom_studies(studies, labels="labelsTr", binary=False)
 
 
 @pytest.fixture(scope="module")

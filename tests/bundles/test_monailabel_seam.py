@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, serve_monailabel
+from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 from PIL import Image
 
 NAME = "seam_spine_us_segmentation"
@@ -45,13 +44,7 @@ def small_bundle_copy(dst: Path) -> Path:
 
 def _studies(studies: Path) -> None:
     """Datastore: four PNG phantoms with their PNG labels."""
-    from spine_monai.data.phantoms import make_phantom_dataset
-
-    data = Path(make_phantom_dataset(modality="us", n=4, out=studies.parent / "data", seed=0, folds=2,
-                                     shape_scale=0.25, progress=False)).parent
-    for img in sorted((data / "images").glob("*.png")):
-        shutil.copy(img, studies / img.name)
-        shutil.copy(data / "labels" / img.name, studies / "labels" / "final" / img.name)
+    phantom_studies(studies, modality="us", images="images", labels="labels", pattern="*.png")
 
 
 @pytest.fixture(scope="module")

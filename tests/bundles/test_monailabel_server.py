@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, serve_monailabel
+from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 
 NAME = "saunet_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
@@ -50,13 +49,7 @@ def small_bundle_copy(dst: Path) -> Path:
 
 def _studies(studies: Path) -> None:
     """Datastore: four phantoms with labels, and an unlabelled LAS copy of one (inference only)."""
-    from spine_monai.data.phantoms import make_phantom_dataset
-
-    data = Path(make_phantom_dataset(n=4, out=studies.parent / "data", seed=0, folds=2, shape_scale=0.25,
-                                     progress=False)).parent
-    for img in sorted((data / "imagesTr").glob("*.nii.gz")):
-        shutil.copy(img, studies / img.name)
-        shutil.copy(data / "labelsBinTr" / img.name, studies / "labels" / "final" / img.name)
+    phantom_studies(studies)
     src = nib.load(str(studies / "case_001.nii.gz"))  # anisotropic (about 3.7 x 3.2 x 3.2 mm), RAS
     las = nib.as_closest_canonical(src).slicer[::-1, :, :]
     nib.save(nib.Nifti1Image(np.asarray(las.dataobj), las.affine), str(studies / "scan_las.nii.gz"))
