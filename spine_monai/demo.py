@@ -55,6 +55,12 @@ DEMO_OVERRIDES: dict[str, Any] = {
 }
 
 
+#: MRSpineSeg's 19 structures (the multi-class MRI phantoms' labels), scored by the SAFNet demo.
+MRSPINESEG_CLASSES: dict[int, str] = {
+    1: "S", 2: "L5", 3: "L4", 4: "L3", 5: "L2", 6: "L1", 7: "T12", 8: "T11", 9: "T10", 10: "T9", 11: "L5/S",
+    12: "L4/L5", 13: "L3/L4", 14: "L2/L3", 15: "L1/L2", 16: "T12/L1", 17: "T11/T12", 18: "T10/T11", 19: "T9/T10"}
+
+
 @dataclass(frozen=True)
 class DemoSpec:
     """What the demo runs for one bundle: its phantoms, its CPU-sized recipe and how its outputs are scored."""
@@ -70,6 +76,7 @@ class DemoSpec:
     n: int  # default training / held-out phantom counts
     n_test: int
     cobb: bool = False  # score the Cobb angle of the predictions against the phantoms' truth
+    binary: bool = True  # MRI phantoms: binary datalist label (SAU-Net) or the MRSpineSeg map (multi-class methods)
 
 
 #: One entry per bundle the demo can run (``--bundle``).
@@ -78,6 +85,9 @@ SPECS: dict[str, DemoSpec] = {
     "seam_spine_us_segmentation": DemoSpec(
         "FPN + SEAM", "us", ("cpu_small",), {"epochs": 40, "val_interval": 4}, "images", "labels", ".png",
         {1: "rib", 2: "thoracic", 3: "lumbar"}, 24, 8, cobb=True),
+    "safnet_spine_mri_segmentation": DemoSpec(
+        "SAFNet", "mri", ("cpu_small", "phantom_crop", "loss_ce"), {"epochs": 40, "val_interval": 4}, "imagesTr",
+        "labelsTr", ".nii.gz", MRSPINESEG_CLASSES, 16, 4, binary=False),
 }
 
 def _device(device: str) -> str:
@@ -200,6 +210,7 @@ def _readme(out: Path, bundle: Path, spec: DemoSpec, cmd: str, args: Mapping[str
     scored = "foreground Dice (spine)" if len(spec.classes) == 1 else \
         f"Dice, mean over {', '.join(spec.classes.values())}"
     modality = "" if spec.modality == "mri" else f" --modality {spec.modality}"
+    modality += "" if spec.binary else " --nobinary"
     overlays = "".join(f",'$B/configs/{o}.json'" for o in spec.overlays)
     train_configs = f"\"['$B/configs/train.json'{overlays}]\"" if spec.overlays else "$B/configs/train.json"
     seg_name = f"segmentation{spec.suffix}"
@@ -314,10 +325,13 @@ def run_demo(out: str | os.PathLike = "demo_out", bundle: str = "saunet_spine_mr
     Args:
         out: output folder (created; refused if it holds an earlier demo unless ``overwrite``).
         bundle: the method: ``saunet_spine_mri_segmentation`` (SAU-Net on sagittal MRI phantoms) or
-            ``seam_spine_us_segmentation`` (FPN + SEAM on ultrasound VPI phantoms, with the Cobb-angle error).
-        n: training phantoms (5 folds; fold 0 validates for checkpoint selection); default 16 (SAU-Net), 24 (SEAM).
+            ``seam_spine_us_segmentation`` (FPN + SEAM on ultrasound VPI phantoms, with the Cobb-angle error) or
+            ``safnet_spine_mri_segmentation`` (SAFNet on multi-class MRI phantoms, 19 structures, CPU recipe with
+            the softmax cross-entropy).
+        n: training phantoms (5 folds; fold 0 validates for checkpoint selection); default 16 (SAU-Net, SAFNet), 24
+            (SEAM).
         n_test: held-out test phantoms (another seed), never seen in training or model selection; default 4
-            (SAU-Net), 8 (SEAM).
+            (SAU-Net, SAFNet), 8 (SEAM).
         seed: phantom seed (test phantoms use ``seed + 1000``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda:0"``.
         shape_scale: phantom size factor (1.0 = full size: 256-512 pixels in-plane for MRI, about 1100 x 270 for US).
@@ -410,9 +424,9 @@ def _run(out: Path, name: str, spec: DemoSpec, n: int, n_test: int, seed: int, d
 
     logger.info("1/4 writing %d training and %d test phantoms (%s) to %s", n, n_test, spec.modality, out)
     data_dir = Path(make_phantom_dataset(modality=spec.modality, n=n, out=out / "data", seed=seed, folds=min(5, n),
-                                         shape_scale=shape_scale)).parent
+                                         shape_scale=shape_scale, binary=spec.binary)).parent
     test_dir = Path(make_phantom_dataset(modality=spec.modality, n=n_test, out=out / "test", seed=seed + 1000,
-                                         folds=2, shape_scale=shape_scale)).parent
+                                         folds=2, shape_scale=shape_scale, binary=spec.binary)).parent
     timings["phantoms_s"] = time.perf_counter() - t0
 
     logger.info("2/4 training %s on %s", spec.method, dev)

@@ -120,6 +120,32 @@ def test_demo_seam_tiny(tmp_path):
     assert "rib" in readme and "mean absolute error" in readme and "(px)" in readme
 
 
+SAFNET_TINY = ["--bundle", "safnet_spine_mri_segmentation", "--n", "4", "--n_test", "2", "--shape_scale", "0.25",
+               "--num_workers", "0", "--epochs", "1", "--val_interval", "1", "--features", "8",
+               "--spatial_size", "[8,32,64]"]
+
+
+@pytest.mark.slow
+def test_demo_safnet_tiny(tmp_path):
+    """The SAFNet bundle's demo: multi-class MRI phantoms (MRSpineSeg labels), its CPU overlays, a metric row per
+    structure, a label map in the test phantom's geometry; the repeat commands write the multi-class phantoms."""
+    out = tmp_path / "safnet"
+    proc = subprocess.run([sys.executable, "-m", "spine_monai", "demo", "--out", str(out), *SAFNET_TINY],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overlays"] == ["cpu_small", "phantom_crop", "loss_ce"]
+    assert set(summary["summary"]) == {str(c) for c in range(1, 20)} | {"mean over classes"}
+    data = json.loads((out / "data" / "datalist.json").read_text())
+    assert "labelsTr" in data["training"][0]["label"]  # the MRSpineSeg map, not the binary view
+    image = sorted((out / "test" / "imagesTr").glob("*.nii.gz"))[0]
+    seg = nib.load(str(out / "segmentation.nii.gz"))
+    assert seg.shape == nib.load(str(image)).shape and np.allclose(seg.affine, nib.load(str(image)).affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(20))
+    readme = (out / "README.md").read_text()
+    assert "--nobinary" in readme and "configs/loss_ce.json" in readme and "T9/T10" in readme
+
+
 def test_unknown_bundle_is_refused(tmp_path):
     with pytest.raises(ValueError, match="the demo runs saunet_spine_mri_segmentation"):
         run_demo(tmp_path / "x", bundle="nope")

@@ -14,12 +14,13 @@ import fnmatch
 import glob
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from spine_monai.data.datalist import make_folds, write_datalist
 
-__all__ = ["find_pairs", "folder_datalist", "FORMAT_NAMES"]
+__all__ = ["find_pairs", "folder_datalist", "parse_label_map", "FORMAT_NAMES"]
 
 #: values of ``format``: ``pairs`` (this module) and the adapters of :mod:`spine_monai.data.adapters`.
 FORMAT_NAMES: tuple[str, ...] = ("pairs", "mrspineseg", "spider", "verse", "ctspine1k", "totalsegmentator")
@@ -71,7 +72,7 @@ def find_pairs(dataset_dir: str | os.PathLike, pattern: str = "*_img.nii.gz", la
 def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | None = None, folds: int = 5,
                     seed: int = 0, pattern: str = "*_img.nii.gz", label_suffix: str = "_label",
                     binarize: bool = True, include: str | Sequence[str] | None = None, format: str = "pairs",
-                    progress: bool = True) -> str:
+                    progress: bool = True, label_map: str | Mapping[Any, Any] | None = None) -> str:
     """Write a Decathlon-style datalist (with fixed folds) for a folder of image/label pairs or a public dataset.
 
     Args:
@@ -85,9 +86,9 @@ def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | Non
         seed: fold seed.
         pattern, label_suffix: see :func:`find_pairs`.
         binarize: recorded in the datalist (``"binary_labels": true``): the label maps are meant as spine vs
-            background; bundles apply the threshold. The integer values found in the label files are recorded as
-            ``label_values`` (e.g. vertebra instance ids 0..9): training accepts exactly those and refuses a label
-            with any other value (a soft value, -1, 255 that was not there) naming the file.
+            background; bundles apply the threshold. In either case the integer values found in the label files
+            are recorded as ``label_values`` (e.g. vertebra instance ids 0..9): training accepts exactly those and
+            refuses a label with any other value (a soft value, -1, 255 that was not there) naming the file.
         include: optional case-id glob(s), e.g. ``"VB*"`` or ``["VB2_*"]``.
         format: dataset layout: ``pairs`` (``<case>_img`` + ``<case>_label``); ``mrspineseg``
             (``train/MR/Case{N}`` + ``train/Mask/mask_case{N}``, labels as they are); ``spider`` (``images/*.mha`` +
@@ -96,6 +97,11 @@ def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | Non
             labels as they are); ``totalsegmentator`` (``<case>/ct`` + ``<case>/segmentations/vertebrae_*``,
             combined into VerSe labels and written). The label convention is recorded as ``labels``.
         progress: progress bar while label maps are written.
+        label_map: with ``format="pairs"``, relabel the label maps: ``"1:6,2:5,3:4,4:3,5:2"`` (or a mapping) maps
+            each listed value to a new one, values not listed keep theirs. The relabelled maps are written with the
+            header of their source to ``labels_mapped/`` beside the datalist, which records the mapping as
+            ``label_mapping``. Example: the VB3 cases of the shared lumbar MRI label L1..L5 as 1..5; SAFNet's
+            MRSpineSeg classes are L1 = 6 ... L5 = 2.
 
     Returns:
         The datalist path.
@@ -118,24 +124,28 @@ def folder_datalist(dataset_dir: str | os.PathLike, out: str | os.PathLike | Non
     if fmt == "pairs":
         pairs = find_pairs(dataset_dir, pattern, label_suffix, include)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        if binarize:
-            extra["label_values"] = _label_values(pairs)
+        if label_map is not None:
+            mapping = parse_label_map(label_map)
+            _relabel(pairs, mapping, out_path.parent / "labels_mapped", progress)
+            extra["label_mapping"] = {str(k): v for k, v in mapping.items()}
+        extra["label_values"] = _label_values(pairs)
     else:
         from spine_monai.data.adapters import FORMATS
 
+        if label_map is not None:
+            raise ValueError(f"--label_map applies to --format pairs only; --format {fmt} maps its own labels.")
         if pattern != "*_img.nii.gz" or label_suffix != "_label":
             raise ValueError(f"--pattern and --label_suffix apply to --format pairs only, not --format {fmt}.")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         layout = FORMATS[fmt](dataset_dir, out_path.parent, include=include, progress=progress)
         pairs = layout.items
         logger.info("--format %s: label convention %s; mapping: %s", fmt, layout.convention, layout.mapping)
-        if binarize:
-            values = layout.label_values if layout.label_values is not None else _label_values(pairs)
-            unexpected = sorted(set(values) - set(layout.labels))
-            if unexpected:
-                logger.warning("label values %s are not in the %s convention %s", unexpected, layout.convention,
-                               sorted(layout.labels))
-            extra["label_values"] = values
+        values = layout.label_values if layout.label_values is not None else _label_values(pairs)
+        unexpected = sorted(set(values) - set(layout.labels))
+        if unexpected:
+            logger.warning("label values %s are not in the %s convention %s", unexpected, layout.convention,
+                           sorted(layout.labels))
+        extra["label_values"] = values
         extra.update(format=fmt, label_convention=layout.convention, label_mapping=layout.mapping,
                      labels={str(k): v for k, v in layout.labels.items()}, **layout.extra)
         _subject_folds(pairs, folds, seed)
@@ -172,3 +182,71 @@ def _label_values(pairs: Sequence[dict]) -> list[int]:
         values = np.unique(data)
         found.update(int(v) for v in values if np.isfinite(v) and float(v).is_integer() and v >= 0)
     return sorted(found)
+
+
+def parse_label_map(label_map: str | Mapping[Any, Any]) -> dict[int, int]:
+    """``"1:6,2:5"`` or ``{1: 6, "2": 5}`` -> ``{1: 6, 2: 5}``.
+
+    Raises:
+        ValueError: on an entry that is not ``old:new`` with non-negative integers, a value mapped twice, or an empty
+            map.
+    """
+    if isinstance(label_map, Mapping):
+        entries = list(label_map.items())
+    else:
+        entries = []
+        for part in str(label_map).replace(";", ",").split(","):
+            if not part.strip():
+                continue
+            if ":" not in part:
+                raise ValueError(f"--label_map entry {part.strip()!r} is not 'old:new' (e.g. '1:6,2:5').")
+            old, new = part.split(":", 1)
+            entries.append((old, new))
+    mapping: dict[int, int] = {}
+    for old, new in entries:
+        try:
+            o, n = int(str(old).strip()), int(str(new).strip())
+        except ValueError:
+            raise ValueError(f"--label_map entry '{old}:{new}' must map integers (e.g. '1:6').") from None
+        if o < 0 or n < 0:
+            raise ValueError(f"--label_map entry '{o}:{n}': label values are non-negative.")
+        if o in mapping:
+            raise ValueError(f"--label_map maps {o} twice.")
+        mapping[o] = n
+    if not mapping:
+        raise ValueError("--label_map is empty; give entries such as '1:6,2:5'.")
+    return mapping
+
+
+def _relabel(pairs: list[dict], mapping: Mapping[int, int], folder: Path, progress: bool) -> None:
+    """Write each pair's label with ``mapping`` applied to ``folder`` (atomically, source header kept) and point the
+    pair at it."""
+    import nibabel as nib
+    import numpy as np
+
+    from spine_monai.data.adapters import _progress, _write_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in _progress(pairs, "relabel", progress):
+        src = Path(item["label"])
+        try:
+            img = nib.load(str(src))
+            data = np.asarray(img.dataobj)
+        except Exception as err:  # nibabel raises many types on broken files
+            raise ValueError(f"{src}: cannot read the label ({err}).") from err
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise ValueError(f"{src}: the label holds non-integer values; --label_map maps integer labels.")
+        values = data.astype(np.int64)
+        out = values.copy()
+        for old, new in mapping.items():
+            out[values == old] = new
+        dtype = np.uint8 if out.max(initial=0) < 256 else np.int32
+        header = img.header.copy()
+        header.set_data_dtype(dtype)
+        header.set_slope_inter(1, 0)
+        mapped = nib.Nifti1Image(out.astype(dtype), img.affine, header)
+        name = src.name if src.name.endswith((".nii", ".nii.gz")) else src.stem + ".nii.gz"
+        target = folder / name
+        _write_atomic(target, lambda p, m=mapped: nib.save(m, str(p)))
+        item["label"] = str(target.resolve())
+        item["label_source"] = str(src)

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["crossval", "prepare_folds", "inner_split", "parse_overlays", "bundle_classes", "split_overrides",
-           "resolve_device", "device_description", "fold_statistics", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
+           "resolve_device", "device_description", "fold_statistics", "identification_rates",
+           "dataset_classes", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,32 @@ def bundle_classes(bundle_root: Path) -> list[int] | None:
     if len(channel_def) <= 2:
         return None
     return sorted(int(k) for k in channel_def if int(k) != 0)
+
+
+def dataset_classes(classes: list[int] | None, folds_path: Path) -> list[int] | None:
+    """The bundle's classes that the dataset labels: a datalist recording ``label_values`` (e.g. the five lumbar
+    levels of the shared VB3 cases relabelled to MRSpineSeg values) is scored on those classes only, since a class no
+    case labels cannot be scored (it would add a both-empty Dice of 1 for every case)."""
+    if classes is None:
+        return None
+    values = json.loads(Path(folds_path).read_text(encoding="utf-8")).get("label_values")
+    if not values:
+        return classes
+    kept = [c for c in classes if c in {int(v) for v in values}]
+    if kept != classes:
+        logger.info("scoring the %d classes the dataset labels (%s) of the bundle's %d", len(kept), kept, len(classes))
+    return kept or classes
+
+
+def identification_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``level_id_rate``: share of the labelled structures (case x class with a non-empty label) whose majority
+    predicted foreground value is their own (:func:`spine_monai.metrics.segmentation.level_identification`);
+    ``level_missed_rate``: share with no foreground predicted. Empty for binary rows."""
+    marked = [r for r in rows if r.get("identified") is not None and float(r.get("label_voxels", 0)) > 0]
+    if not marked:
+        return {}
+    return {"level_id_rate": float(np.mean([float(r["identified"]) for r in marked])),
+            "level_missed_rate": float(np.mean([float(r["missed"]) for r in marked]))}
 
 
 def _class_names(bundle_root: Path) -> dict[int, str]:
@@ -341,8 +368,8 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
     infer_over = {"device": f"$torch.device('{dev}')", **amp_infer, **infer_over}
     folds_path = prepare_folds(dataset_dir, Path(folds_file) if folds_file else out / "folds.json", folds, seed,
                                include)
-    classes = bundle_classes(root)
-    names = _class_names(root)
+    classes = dataset_classes(bundle_classes(root), folds_path)
+    names = {c: n for c, n in _class_names(root).items() if classes is None or c in classes}
     settings = json.loads(json.dumps({"bundle": root.name, "overlays": list(ovl), "overrides": dict(overrides),
                                       "folds": folds, "folds_file": str(folds_path.resolve()),
                                       "val_fraction": float(val_fraction), "seed": seed}, default=str))
@@ -420,6 +447,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
             "metrics_std": {m: group[f"{m}_std"] for m in SUMMARY_METRICS}, "settings": settings, "rows": rows,
         }
         result["metrics"].update(_class_metrics(groups, names))
+        result["metrics"].update(identification_rates(rows))
         result["metrics"]["runtime_s"] = result["infer_s_per_volume"]
         _write_json(result_file, result)
         results.append(result)
@@ -476,6 +504,13 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
              for m in cols]
     lines.append("| **mean ± std** | | " + " | ".join(cells) + f" | {tm['train_s']['mean']:.1f} | "
                  f"{tm['infer_s_per_volume']['mean']:.2f} |")
+    if "level_id_rate" in af:
+        per_fold = ", ".join(f"{r['metrics']['level_id_rate']:.1%}" for r in summary["per_fold"])
+        lines += ["", f"Correctly numbered structures (majority predicted value inside each labelled structure is its "
+                      f"own): {af['level_id_rate']['mean']:.1%} ± {af['level_id_rate']['std']:.1%} over folds "
+                      f"({per_fold}); structures with no foreground predicted: "
+                      f"{af['level_missed_rate']['mean']:.1%}. Per case and class: `identified`, `assigned` in "
+                      "metrics.csv."]
     lines += ["", "Pooled over all test cases (mean ± std over cases):", "",
               metrics_markdown_table(summary["pooled"], metrics=("dice", "jaccard", "precision", "recall", "hd",
                                                                  "hd95"))]

@@ -53,6 +53,7 @@ __all__ = [
     "OVERLAP_METRICS",
     "DISTANCE_METRICS",
     "case_metrics",
+    "level_identification",
     "aggregate",
     "evaluate_pairs",
     "write_metrics_csv",
@@ -188,6 +189,54 @@ def case_metrics(
             hd, hd95, msd = _surface_distances(p, g, spacing)
         row.update(hd=hd, hd95=hd95, msd=msd, label_voxels=float(n_g), pred_voxels=float(n_p))
         out[c] = row
+    return out
+
+
+def level_identification(
+    pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, labels: Sequence[int] | None = None
+) -> dict[int, dict[str, float]]:
+    """Whether each labelled structure of a multi-class label map is found *with its own number*.
+
+    For every class ``c`` present in ``label`` (or listed in ``labels`` and present), the predicted values inside
+    the ground-truth structure are counted, background left out; the structure is ``identified`` when the most
+    frequent predicted foreground value is ``c`` (ties go to the smaller value), ``missed`` when no voxel of it is
+    predicted as foreground. A vertebra segmented well but numbered L3 instead of L4 thus counts as not identified
+    although its binary overlap is perfect: this is the failure a multi-class spine model must avoid.
+
+    Args:
+        pred: predicted integer label map, same shape as ``label`` (a leading channel of 1 is dropped).
+        label: ground-truth integer label map.
+        labels: classes to check; default every non-zero value of ``label``.
+
+    Returns:
+        ``{c: {"identified": 0/1, "missed": 0/1, "assigned": majority predicted value (0 when missed),
+        "assigned_share": share of the structure's predicted-foreground voxels holding that value}}`` for each class
+        present in ``label``.
+
+    Raises:
+        ValueError: on mismatched shapes or non-integer label maps.
+    """
+    p = _as_label_map(_to_numpy(pred), "pred")
+    g = _as_label_map(_to_numpy(label), "label")
+    if p.shape[0] == 1 and p.ndim == g.ndim + 1:
+        p = p[0]
+    if g.shape[0] == 1 and g.ndim == p.ndim + 1:
+        g = g[0]
+    if p.shape != g.shape:
+        raise ValueError(f"pred shape {p.shape} != label shape {g.shape}.")
+    present = [int(v) for v in np.unique(g) if v != 0]
+    classes = present if labels is None else [int(c) for c in labels if int(c) in present]
+    out: dict[int, dict[str, float]] = {}
+    for c in classes:
+        inside = p[g == c]
+        inside = inside[inside != 0]
+        if inside.size == 0:
+            out[c] = {"identified": 0.0, "missed": 1.0, "assigned": 0.0, "assigned_share": 0.0}
+            continue
+        values, counts = np.unique(inside, return_counts=True)
+        best = int(values[int(np.argmax(counts))])  # np.unique sorts: argmax takes the smaller value on ties
+        out[c] = {"identified": float(best == c), "missed": 0.0, "assigned": float(best),
+                  "assigned_share": float(counts.max() / inside.size)}
     return out
 
 
@@ -371,8 +420,7 @@ def evaluate_pairs(
                 labels = [1]
             per_class = case_metrics(arrays[0], arrays[1], (1.0, 1.0), labels=labels,
                                      include_background=include_background)
-            case = _case_name(label_path)
-            rows.extend({"case": case, "class": c, **m} for c, m in per_class.items())
+            rows.extend(_with_identification(_case_name(label_path), per_class, arrays, labels, binarize))
             continue
         pred_img, label_img = nib.load(str(pred_path)), nib.load(str(label_path))
         if pred_img.shape != label_img.shape:
@@ -396,6 +444,19 @@ def evaluate_pairs(
             arrays = [(a > 0).astype(np.uint8) for a in arrays]
             labels = [1]
         per_class = case_metrics(arrays[0], arrays[1], spacing, labels=labels, include_background=include_background)
-        case = _case_name(label_path)
-        rows.extend({"case": case, "class": c, **m} for c, m in per_class.items())
+        rows.extend(_with_identification(_case_name(label_path), per_class, arrays, labels, binarize))
+    return rows
+
+
+def _with_identification(case: str, per_class: Mapping[int, Mapping[str, float]], arrays: Sequence[np.ndarray],
+                         labels: Sequence[int] | None, binarize: bool) -> list[dict[str, Any]]:
+    """Rows of one case; multi-class rows of structures present in the label also get the
+    :func:`level_identification` fields ``identified``, ``missed`` and ``assigned``."""
+    ident = {} if binarize else level_identification(arrays[0], arrays[1], labels)
+    rows = []
+    for c, m in per_class.items():
+        row = {"case": case, "class": c, **m}
+        if c in ident:
+            row.update({k: ident[c][k] for k in ("identified", "missed", "assigned")})
+        rows.append(row)
     return rows

@@ -14,7 +14,9 @@ from spine_monai.data.datalist import write_datalist
 from spine_monai.evaluation.crossval import (
     bundle_classes,
     crossval,
+    dataset_classes,
     fold_statistics,
+    identification_rates,
     inner_split,
     parse_overlays,
     prepare_folds,
@@ -74,6 +76,27 @@ def test_fold_statistics_sample_std():
 
 def test_bundle_is_binary():
     assert bundle_classes(BUNDLE) is None
+
+
+def test_dataset_classes_keeps_the_labelled_ones(tmp_path):
+    safnet = bundle_classes(REPO / "bundles" / "safnet_spine_mri_segmentation")
+    assert safnet == list(range(1, 20))
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"folds": 5, "label_values": [0, 2, 3, 4, 5, 6], "training": []}))
+    assert dataset_classes(safnet, folds) == [2, 3, 4, 5, 6]  # the five lumbar levels of the VB3 cases
+    folds.write_text(json.dumps({"folds": 5, "training": []}))
+    assert dataset_classes(safnet, folds) == safnet  # no label set recorded: every class
+    assert dataset_classes(None, folds) is None  # binary bundle
+
+
+def test_identification_rates():
+    rows = [{"class": 2, "label_voxels": 10, "identified": 1.0, "missed": 0.0},
+            {"class": 3, "label_voxels": 10, "identified": 0.0, "missed": 0.0},
+            {"class": 4, "label_voxels": 10, "identified": 0.0, "missed": 1.0},
+            {"class": 5, "label_voxels": 10, "identified": 1.0, "missed": 0.0},
+            {"class": 6, "label_voxels": 0}]
+    assert identification_rates(rows) == {"level_id_rate": 0.5, "level_missed_rate": 0.25}
+    assert identification_rates([{"class": 1, "label_voxels": 5}]) == {}
 
 
 def test_split_overrides_routes_and_rejects():

@@ -17,6 +17,7 @@ from spine_monai.metrics.segmentation import (
     aggregate,
     case_metrics,
     evaluate_pairs,
+    level_identification,
     metrics_markdown_table,
     write_metrics_csv,
 )
@@ -257,3 +258,40 @@ def test_evaluate_pairs_mismatch_errors(tmp_path):
         assert pred in str(err.value)
         if match != "integer label map":
             assert lab in str(err.value)
+
+
+def test_level_identification_counts_numbering_not_overlap():
+    """Three vertebrae 2, 3, 4: 2 found right, 3 segmented perfectly but numbered 4, 4 missed."""
+    label = np.zeros((4, 12), np.int64)
+    label[:, 0:3], label[:, 4:7], label[:, 8:11] = 2, 3, 4
+    pred = np.zeros_like(label)
+    pred[:, 0:3] = 2
+    pred[:, 4:7] = 4
+    pred[0, 4] = 3  # a minority of the right value inside structure 3
+    got = level_identification(pred, label)
+    assert got[2] == {"identified": 1.0, "missed": 0.0, "assigned": 2.0, "assigned_share": 1.0}
+    assert got[3]["identified"] == 0.0 and got[3]["assigned"] == 4.0
+    assert got[3]["assigned_share"] == pytest.approx(11 / 12)
+    assert got[4] == {"identified": 0.0, "missed": 1.0, "assigned": 0.0, "assigned_share": 0.0}
+    # binary overlap of structure 3 is perfect: its Dice as "any foreground" would be 1, yet it is not identified
+    assert case_metrics(pred > 0, label == 3, (1.0, 1.0), labels=[1])[1]["recall"] == 1.0
+    # background inside a structure does not count; ties go to the smaller value
+    tie = np.zeros_like(label)
+    tie[:2, 0:3], tie[2:, 0:3] = 5, 2
+    assert level_identification(tie, label, labels=[2, 7])[2]["assigned"] == 2.0
+    assert list(level_identification(tie, label, labels=[2, 7])) == [2]  # 7 is not in the label: not scored
+    with pytest.raises(ValueError, match="shape"):
+        level_identification(pred[:, :5], label)
+
+
+def test_evaluate_pairs_adds_identification_to_multiclass_rows(tmp_path):
+    label = np.zeros((8, 8, 6), np.uint8)
+    label[1:3], label[4:6] = 2, 3
+    pred = np.zeros_like(label)
+    pred[1:3], pred[4:6] = 3, 3  # level 2 numbered 3
+    pairs = [(_save(pred, np.eye(4), tmp_path / "p.nii.gz"), _save(label, np.eye(4), tmp_path / "c.nii.gz"))]
+    rows = {r["class"]: r for r in evaluate_pairs(pairs, labels=[2, 3, 4], progress=False)}
+    assert rows[2]["identified"] == 0.0 and rows[2]["assigned"] == 3.0 and rows[3]["identified"] == 1.0
+    assert "identified" not in rows[4]  # absent from the label
+    binary = evaluate_pairs(pairs, progress=False, binarize=True)
+    assert "identified" not in binary[0]
