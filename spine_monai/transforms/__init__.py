@@ -4,6 +4,7 @@ atomic writing."""
 from __future__ import annotations
 
 from spine_monai.errors import InputError
+from spine_monai.transforms.diffusion import CurvatureAnisotropicDiffusion, CurvatureAnisotropicDiffusiond
 from spine_monai.transforms.files import ValidateFiled
 from spine_monai.transforms.io import AtomicNibabelWriter
 from spine_monai.transforms.labels import ValidateLabeld
@@ -11,5 +12,5 @@ from spine_monai.transforms.memory import CheckMemoryd
 from spine_monai.transforms.spacing import SafeSpacingd
 from spine_monai.transforms.validate import ValidateImaged
 
-__all__ = ["AtomicNibabelWriter", "CheckMemoryd", "InputError", "SafeSpacingd", "ValidateFiled", "ValidateImaged",
-           "ValidateLabeld"]
+__all__ = ["AtomicNibabelWriter", "CheckMemoryd", "CurvatureAnisotropicDiffusion", "CurvatureAnisotropicDiffusiond",
+           "InputError", "SafeSpacingd", "ValidateFiled", "ValidateImaged", "ValidateLabeld"]
