@@ -10,7 +10,7 @@ from spine_monai.transforms.io import AtomicNibabelWriter
 from spine_monai.transforms.labels import ValidateLabeld
 from spine_monai.transforms.memory import CheckMemoryd
 from spine_monai.transforms.spacing import SafeSpacingd
-from spine_monai.transforms.validate import ValidateImaged
+from spine_monai.transforms.validate import ValidateHUd, ValidateImaged
 
 __all__ = ["AtomicNibabelWriter", "CheckMemoryd", "CurvatureAnisotropicDiffusion", "CurvatureAnisotropicDiffusiond",
-           "InputError", "SafeSpacingd", "ValidateFiled", "ValidateImaged", "ValidateLabeld"]
+           "InputError", "SafeSpacingd", "ValidateFiled", "ValidateHUd", "ValidateImaged", "ValidateLabeld"]

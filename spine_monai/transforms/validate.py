@@ -25,7 +25,7 @@ from monai.transforms import MapTransform
 from spine_monai.errors import InputError
 from spine_monai.transforms.geometry import SPACING_RANGE_MM, check_affine
 
-__all__ = ["ValidateImaged", "InputError", "source_name", "check_volume_array"]
+__all__ = ["ValidateImaged", "ValidateHUd", "InputError", "source_name", "check_volume_array"]
 
 
 def source_name(data: Any, fallback: str = "<in-memory image>") -> str:
@@ -140,3 +140,53 @@ class ValidateImaged(MapTransform):
                 )
         if isinstance(label, torch.Tensor) and label.is_floating_point() and not bool(torch.isfinite(label).all()):
             raise InputError(f"{lab_name}: label contains NaN/Inf values.")
+
+
+class ValidateHUd(MapTransform):
+    """Refuse an image that is not a CT in Hounsfield units, naming the file and what was found.
+
+    A CT in HU holds fat (about -100 HU) or air (-1000 HU) somewhere in a body scan, and bone above a few hundred HU;
+    an MRI (non-negative magnitudes), a CT already rescaled (to [0, 1] or 0..255) or a CT stored without its rescale
+    intercept (raw 0..4095 values) holds no value below ``min_below``. The check uses percentiles, so a few outlier
+    voxels do not decide it.
+
+    Args:
+        keys: the image key(s).
+        min_below: the ``low_percentile`` of the image must lie below this (HU); default -100 (fat).
+        max_above: the ``high_percentile`` must lie above this (HU); default 150 (cancellous bone, contrast).
+        low_percentile, high_percentile: the percentiles compared (on a subsample of at most 2**20 voxels).
+        allow_missing_keys: skip absent keys.
+
+    Raises:
+        InputError: one line naming the file, the percentile found and the likely cause.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", min_below: float = -100.0, max_above: float = 150.0,
+                 low_percentile: float = 1.0, high_percentile: float = 99.9, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.min_below, self.max_above = float(min_below), float(max_above)
+        self.low_percentile, self.high_percentile = float(low_percentile), float(high_percentile)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            name = source_name(img, fallback=str(d.get(f"{key}_path", key)))
+            arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+            flat = arr.reshape(-1)
+            if flat.size > 2**20:
+                flat = flat[:: int(np.ceil(flat.size / 2**20))]
+            low, high = (float(v) for v in np.percentile(flat.astype(np.float32), [self.low_percentile,
+                                                                                   self.high_percentile]))
+            if low >= self.min_below:
+                raise InputError(
+                    f"{name}: does not look like a CT in Hounsfield units: its {self.low_percentile:g}th percentile "
+                    f"is {low:.1f}, but a body CT holds fat (about -100 HU) or air (-1000 HU); an MRI, a CT already "
+                    "rescaled, or one stored without its rescale intercept (-1024)?"
+                )
+            if high <= self.max_above:
+                raise InputError(
+                    f"{name}: does not look like a CT in Hounsfield units: its {self.high_percentile:g}th percentile "
+                    f"is {high:.1f}, but bone is above {self.max_above:.0f} HU; an image rescaled to a small range?"
+                )
+        return d
