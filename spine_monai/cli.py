@@ -87,7 +87,7 @@ class SpineMonaiCLI:
     """spine_monai commands. Run ``python -m spine_monai <command> --help`` for the options of one command."""
 
     def phantoms(self, **kwargs: Any) -> str:
-        """Write seeded synthetic spine phantoms (MRI as NIfTI, ultrasound VPI as PNG) and a datalist with k folds."""
+        """Write seeded synthetic spine phantoms (MRI and CT as NIfTI, ultrasound VPI as PNG) and a k-fold datalist."""
         return _run("phantoms", **kwargs)
 
     def datalist(self, dataset_dir: str | None = None, **kwargs: Any) -> str:

@@ -1,4 +1,4 @@
-"""Label conventions: the MRSpineSeg 20-class spine MRI labels and the binary spine view.
+"""Label conventions: the MRSpineSeg 20-class spine MRI labels, the VerSe CT vertebra labels and the binary view.
 
 MRSpineSeg (the 2nd CSIG MRSpineSeg challenge data; Pang et al., "SpineParseNet: Spine Parsing for Volumetric MR
 Image by a Two-Stage Segmentation Framework With Semantic Image Representation", IEEE TMI 40(1), 2021,
@@ -7,6 +7,12 @@ convention is used by SAFNet (Yilizati-Yilihamu et al., 2023, BMC, "A spine segm
 aware fusion network", section "Dataset") and the twelve-model review (Zhou et al., ICMR 2022,
 doi:10.1145/3512527.3531356). SAU-Net (Zhang, Yuan, Wang and Zhang, 2020) is binary: spine vs background, see
 :func:`to_binary`.
+
+VerSe (Sekuboyina et al., "VerSe: A Vertebrae labelling and segmentation benchmark for multi-detector CT images",
+Medical Image Analysis 73, 2021, doi:10.1016/j.media.2021.102166) labels each vertebra of a CT scan as one instance:
+1-7 C1-C7, 8-19 T1-T12, 20-24 L1-L5, 25 L6 (a transitional sixth lumbar vertebra), 26 sacrum and 27 coccyx (defined
+but hardly ever annotated) and 28 T13 (a thirteenth thoracic vertebra); discs, ribs and the pelvis are background. The
+attention-driven CT method (Sekuboyina et al., 2017) segments the spine as one class (:func:`to_binary`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ __all__ = [
     "VERTEBRA_LABELS",
     "DISC_LABELS",
     "BINARY_LABELS",
+    "VERSE_LABELS",
+    "VERSE_NAMES",
     "to_binary",
 ]
 
@@ -55,6 +63,20 @@ MRSPINESEG_NAMES: dict[str, int] = {name: value for value, name in MRSPINESEG_LA
 #: vertebra labels (sacrum ... T9) and disc labels (L5/S ... T9/T10).
 VERTEBRA_LABELS: tuple[int, ...] = tuple(range(1, 11))
 DISC_LABELS: tuple[int, ...] = tuple(range(11, 20))
+
+#: label value -> vertebra name (0 = background), as in VerSe (CT).
+VERSE_LABELS: dict[int, str] = {
+    0: "background",
+    **{i: f"C{i}" for i in range(1, 8)},
+    **{7 + i: f"T{i}" for i in range(1, 13)},
+    **{19 + i: f"L{i}" for i in range(1, 7)},
+    26: "S",
+    27: "Co",
+    28: "T13",
+}
+
+#: vertebra name -> VerSe label value.
+VERSE_NAMES: dict[str, int] = {name: value for value, name in VERSE_LABELS.items()}
 
 #: the binary view used by SAU-Net.
 BINARY_LABELS: dict[int, str] = {0: "background", 1: "spine"}

@@ -4,9 +4,14 @@ Part of :mod:`spine_monai.data.phantoms`, which assembles a case (its docstring 
 Lengths in patient millimetres; in-plane coordinates (y, z) = (posterior->anterior, inferior->superior).
 
 * Size tables of the vertebrae T8..L5 (``_VERT``), of the discs below them (``_DISC``) and of the sacral segments
-  S1..S5 (``_SACRUM``).
+  S1..S5 (``_SACRUM``); the upper thoracic vertebrae T7..T1 and their discs (``_VERT_UPPER``, ``_DISC_UPPER``) are
+  stacked only on request (``top``; the CT phantoms, whose field of view and ribs reach higher).
 * :func:`_sample_pathology` (disc degeneration, posterior disc bulge, wedge fracture) and :func:`_build_chain`, which
-  stacks the rigid wedges (:class:`_El`) down (sacrum) and up (discs, vertebrae) from the S1 end-plate.
+  stacks the rigid wedges (:class:`_El`) down (sacrum) and up (discs, vertebrae) from the S1 end-plate. The chain
+  also takes a ``crush_fracture`` (CT phantoms: uniform collapse with deep biconcave end-plates), which
+  :func:`_sample_pathology` never draws.
+* :func:`_lateral_drift`: scoliosis as a lateral (x) drift of the chain above the pelvis with a coronal tilt of each
+  element.
 * Signed distance functions of the shapes: :func:`_round_box` and :func:`_wedge` (end-plates, waist, concavities).
 * The smoothed centre line of the chain (:func:`_centre_line`), soft-tissue cross-section profiles along it
   (:func:`_profiles`), per-row values (:func:`_rows`) and the spine-aligned coordinates of every pixel, arc length S
@@ -16,6 +21,7 @@ Lengths in patient millimetres; in-plane coordinates (y, z) = (posterior->anteri
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +55,21 @@ _DISC = {"L5": ("L5/S", 11.0, 12.0), "L4": ("L4/L5", 12.0, 10.0), "L3": ("L3/L4"
          "L2": ("L2/L3", 10.0, 5.0), "L1": ("L1/L2", 9.0, 3.0), "T12": ("T12/L1", 8.0, 0.0),
          "T11": ("T11/T12", 7.0, -1.0), "T10": ("T10/T11", 6.5, -1.5), "T9": ("T9/T10", 6.0, -1.5),
          "T8": ("T8/T9", 6.0, -1.5)}
+# upper thoracic vertebrae, stacked above T8 only when _build_chain(top=...) asks for them (same columns as _VERT;
+# label 0: not in MRSpineSeg). Kyphotic wedges of 1.5-3.5 deg (with the discs' 0-1.5 deg the T1..T12 kyphosis is
+# about 50 deg times the case's kyphosis factor 0.6-1.4); steep spinous processes at T4..T8, flatter at T1..T3.
+_VERT_UPPER = {
+    "T7": (0, 19.5, 26.0, 30.0, -3.5, 15.0, 16.0, 40.0, 60.0, 8.0),
+    "T6": (0, 19.0, 25.0, 29.0, -3.5, 15.0, 16.0, 40.0, 62.0, 8.0),
+    "T5": (0, 18.5, 24.0, 28.0, -3.0, 15.0, 16.0, 40.0, 60.0, 8.0),
+    "T4": (0, 18.0, 23.0, 27.5, -3.0, 15.0, 16.0, 38.0, 55.0, 8.0),
+    "T3": (0, 17.5, 22.0, 27.5, -2.5, 15.0, 16.5, 36.0, 45.0, 8.0),
+    "T2": (0, 17.0, 21.0, 28.0, -2.0, 15.0, 17.0, 36.0, 35.0, 8.0),
+    "T1": (0, 16.5, 19.0, 30.0, -1.5, 15.0, 19.0, 40.0, 25.0, 9.0),
+}
+_DISC_UPPER = {"T7": ("T7/T8", 5.5, -1.5), "T6": ("T6/T7", 5.0, -1.5), "T5": ("T5/T6", 5.0, -1.5),
+               "T4": ("T4/T5", 4.5, -1.0), "T3": ("T3/T4", 4.5, -1.0), "T2": ("T2/T3", 4.5, -0.5),
+               "T1": ("T1/T2", 5.0, 0.0)}
 # sacral segments S1..S5: height, AP, LR (body), kyphotic angle (deg), canal AP, canal LR, ala half-width
 _SACRUM = ((28.0, 38.0, 46.0, 4.0, 14.0, 26.0, 52.0), (23.0, 31.0, 38.0, 8.0, 11.0, 22.0, 46.0),
            (19.0, 25.0, 30.0, 12.0, 8.0, 18.0, 36.0), (15.0, 19.0, 22.0, 12.0, 6.0, 14.0, 0.0),
@@ -134,12 +155,26 @@ def _sample_pathology(rng: np.random.Generator) -> list[dict[str, Any]]:
     return out
 
 
-def _build_chain(rng: np.random.Generator, pathology: list[dict[str, Any]]) -> dict[str, Any]:
+def _build_chain(rng: np.random.Generator, pathology: list[dict[str, Any]], top: str = "T8") -> dict[str, Any]:
     """Stack the sacrum downwards and discs/vertebrae upwards from the S1 end-plate (at the origin).
 
+    ``top`` (``"T8"`` .. ``"T1"``) is the highest vertebra: the levels above T8 come from ``_VERT_UPPER`` and draw
+    from ``rng`` only after every draw of T8 and below, so a chain up to T8 is the same with or without them.
+    Pathology keys: ``("wedge_fracture", level)`` (anterior height loss, kyphotic wedge), ``("crush_fracture",
+    level)`` (the centre height drops by ``height_loss``: 70 % as a uniform collapse, 30 % as deeper end-plate
+    concavities), ``("disc_degeneration", disc)`` and ``("disc_bulge", disc)``.
+
     Returns:
-        ``{"els": [...], "pts": [(s, point, axis), ...] sorted by s, ...shape values}``.
+        ``{"els": [...], "pts": [(s, point, axis), ...] sorted by s, ...shape values}`` (shape values include the
+        lordosis and kyphosis factors that scale the table's wedge angles).
     """
+    levels = list(_VERT.items())
+    if top != "T8":
+        if top not in _VERT_UPPER:
+            raise ValueError(f"top {top!r} must be one of T8, {', '.join(_VERT_UPPER)}.")
+        names = list(_VERT_UPPER)
+        levels += [(k, _VERT_UPPER[k]) for k in names[:names.index(top) + 1]]
+    discs = {**_DISC, **_DISC_UPPER}
     path = {(p["type"], p["level"]): p for p in pathology}
     size = float(rng.uniform(0.9, 1.1))
     slope_deg = float(rng.uniform(30.0, 48.0))
@@ -170,8 +205,8 @@ def _build_chain(rng: np.random.Generator, pathology: list[dict[str, Any]]) -> d
         pts.append((s, P.copy(), e.copy()))
     lower = els[0]
     P, e, s = np.zeros(2), e0.copy(), 0.0
-    for name, (lab, h, ap, lr, wedge, cap, clr, spl, spi, sph) in _VERT.items():
-        dname, dh, dw = _DISC[name]
+    for name, (lab, h, ap, lr, wedge, cap, clr, spl, spi, sph) in levels:
+        dname, dh, dw = discs[name]
         dh *= size * rng.uniform(0.9, 1.1)
         dw = dw * (lord if dw > 0 else kyph) + rng.uniform(-1.5, 1.5)
         deg = path.get(("disc_degeneration", dname))
@@ -197,15 +232,20 @@ def _build_chain(rng: np.random.Generator, pathology: list[dict[str, Any]]) -> d
         if frac is not None:  # anterior height loss: centre height drops by half of it, kyphotic wedge
             h_full, h = h, h * (1 - frac["height_loss"] / 2)
             wedge -= math.degrees(math.atan(frac["height_loss"] * h_full / ap))
+        crush = path.get(("crush_fracture", name))
+        if crush is not None:  # uniform collapse; the rest of the central loss deepens both end-plate concavities
+            h_full, h = h, h * (1 - 0.7 * crush["height_loss"])
         va = math.radians(wedge)
         em = _rot(e, va / 2)
         c = P + h / 2 * em
         cav = rng.uniform(0.8, 1.8) + (1.5 if frac is not None else 0.0)
+        if crush is not None:
+            cav += 0.3 * crush["height_loss"] * h_full / 1.8  # superior concavity cav, inferior 0.8 cav
         lower = _El("vertebra", name, lab, c, em, h, va, ap / 2 * 1.02, ap / 2 * 0.98, lr / 2, s + h / 2,
                     p={"cap": cap, "clr": clr, "sp_len": spl * size * rng.uniform(0.9, 1.1),
                        "sp_incl": math.radians(spi + rng.uniform(-5, 5)), "sp_h": sph * size * 0.85,
                        "hu": max(3.2, 0.1 * lr),
-                       "disc_below": dh, "lumbar": name.startswith("L"), "fracture": frac,
+                       "disc_below": dh, "lumbar": name.startswith("L"), "fracture": frac if crush is None else crush,
                        "marrow": rng.uniform(0.92, 1.08), "waist": rng.uniform(0.03, 0.08), "cav": cav})
         els[-1].p["cav_up"] = 0.8 * cav
         els.append(lower)
@@ -215,7 +255,32 @@ def _build_chain(rng: np.random.Generator, pathology: list[dict[str, Any]]) -> d
     lumbar = {"L1", "L2", "L3", "L4", "L5", "L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S"}
     lordosis = sum(math.degrees(el.alpha) for el in els if el.name in lumbar)  # L1 upper to S1 end-plate
     return {"els": els, "pts": pts, "sacral_slope_deg": math.degrees(slope), "size": size,
-            "lordosis_deg": lordosis}
+            "lordosis_deg": lordosis, "lordosis_factor": lord, "kyphosis_factor": kyph}
+
+
+def _lateral_drift(rng: np.random.Generator, els: list[_El]) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """Scoliosis: lateral (x) drift of the chain above the pelvis and a coronal tilt of each element.
+
+    The drift is ``x0 + amp (sin(2 pi s / wavelength + phase) - sin(phase)) + tilt s`` for arc length s > 0 (the
+    sacrum stays at ``x0``); 45 % of cases are nearly straight (amplitude 0-3 mm), the others curved (3-14 mm) with a
+    wavelength of 250-500 mm. Sets ``el.xc`` (lateral centre) and ``el.psi`` (coronal tilt, the drift's slope) of
+    every element.
+
+    Returns:
+        ``(xc, amp)``: the drift as a function of arc length (mm -> mm) and its amplitude (mm).
+    """
+    amp = rng.uniform(0.0, 3.0) if rng.random() < 0.45 else rng.uniform(3.0, 14.0)
+    wl, ph, tilt, x0 = 2 * math.pi / rng.uniform(250, 500), rng.uniform(0, 2 * math.pi), rng.uniform(-0.03, 0.03), \
+        rng.uniform(-5.0, 5.0)
+
+    def xc(s: np.ndarray) -> np.ndarray:
+        s = np.maximum(s, 0)
+        return x0 + amp * (np.sin(wl * s + ph) - math.sin(ph)) + tilt * s
+
+    for el in els:
+        el.xc = float(xc(np.asarray(el.s)))
+        el.psi = math.atan(amp * wl * math.cos(wl * el.s + ph) + tilt) if el.s > 0 else 0.0
+    return xc, float(amp)
 
 
 def _profiles(els: list[_El], soft: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

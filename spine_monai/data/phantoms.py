@@ -36,6 +36,10 @@ the spacing so the same anatomy fits). The affine is diagonal (the spacing), ori
 centred at the origin. Vertebrae above T9 (T8 and the T8/T9 disc) are drawn but unlabelled, as in MRSpineSeg; the
 field of view is cut at most through T9 so they rarely show.
 
+Other modalities from the same spine geometry: thoracolumbar CT in Hounsfield units with VerSe labels
+(:mod:`spine_monai.data.phantom_ct`, ``make_phantom_dataset(modality="ct")``) and coronal ultrasound VPI
+(:mod:`spine_monai.data.phantom_us`, ``modality="us"``).
+
 Code: the anatomy (size tables, wedge chain, pathology, shapes, spine-aligned coordinates) is in
 :mod:`spine_monai.data.phantom_anatomy`, the appearance (T2 intensities, soft tissue, bone, discs, noise fields) in
 :mod:`spine_monai.data.phantom_paint` and :func:`render_overlay` in :mod:`spine_monai.visualize`; this module
@@ -46,23 +50,25 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spine_monai.data.datalist import write_datalist
-from spine_monai.data.labels import BINARY_LABELS, MRSPINESEG_LABELS, MRSPINESEG_NAMES
+from spine_monai.data.labels import BINARY_LABELS, MRSPINESEG_LABELS, MRSPINESEG_NAMES, VERSE_LABELS
 from spine_monai.data.phantom_anatomy import (  # noqa: F401 (re-exported)
     _DISC,
+    _DISC_UPPER,
     _F,
     _SACRUM,
     _VERT,
+    _VERT_UPPER,
     PATHOLOGIES,
     _build_chain,
     _centre_line,
     _El,
+    _lateral_drift,
     _profiles,
     _rot,
     _round_box,
@@ -134,18 +140,7 @@ def generate_phantom(rng: np.random.Generator, shape_scale: float = 1.0,
     chain = _build_chain(rng, pathology)
     els: list[_El] = chain["els"]
     by = {el.name: el for el in els}
-    # scoliosis: lateral drift of the chain above the pelvis and coronal tilt of each element
-    amp = rng.uniform(0.0, 3.0) if rng.random() < 0.45 else rng.uniform(3.0, 14.0)
-    wl, ph, tilt, x0 = 2 * math.pi / rng.uniform(250, 500), rng.uniform(0, 2 * math.pi), rng.uniform(-0.03, 0.03), \
-        rng.uniform(-5.0, 5.0)
-
-    def xc(s: np.ndarray) -> np.ndarray:
-        s = np.maximum(s, 0)
-        return x0 + amp * (np.sin(wl * s + ph) - math.sin(ph)) + tilt * s
-
-    for el in els:
-        el.xc = float(xc(np.asarray(el.s)))
-        el.psi = math.atan(amp * wl * math.cos(wl * el.s + ph) + tilt) if el.s > 0 else 0.0
+    xc, amp = _lateral_drift(rng, els)  # scoliosis
     soft = _soft_tissue(rng)
     tis = soft["tis"]
     # grid: 256-512 px of 0.5-0.8 mm in-plane, 12-16 slices of 3.5-4.5 mm
@@ -244,36 +239,45 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
     :func:`generate_phantom` info) and ``out/datalist.json``. Case ``i`` uses ``numpy.random.default_rng([seed,
     i])``, so a case does not depend on ``n``.
 
+    ``modality="ct"``: thoracolumbar CT phantoms (:mod:`spine_monai.data.phantom_ct`) in the same layout: images
+    int16 Hounsfield units, ``labelsTr`` the VerSe vertebra labels (uint8, 8-19 T1-T12, 20-24 L1-L5; ribs, sacrum,
+    pelvis, sternum and discs are background), ``labelsBinTr`` the binary spine view, ``phantom_info.json`` with
+    the levels present, fractures (level, type, height loss, Genant grade), sclerotic lesions and spacing per case.
+
     ``modality="us"``: coronal spine ultrasound VPI phantoms (:mod:`spine_monai.data.phantom_us`) as
     ``out/images/case_XXX.png`` (uint8 grey), ``out/labels/case_XXX.png`` (uint8: 0 background, 1 rib, 2 thoracic,
     3 lumbar), ``out/phantom_info.json`` (with each case's true Cobb angle, ``cobb_deg``) and ``out/datalist.json``
     (items ``image``, ``label``, ``case_id``, ``cobb_deg``, ``curve``); ``binary`` does not apply (four classes).
 
     Args:
-        modality: ``"mri"`` (sagittal T2) or ``"us"`` (ultrasound VPI).
+        modality: ``"mri"`` (sagittal T2), ``"ct"`` (thoracolumbar CT in HU) or ``"us"`` (ultrasound VPI).
         n: number of cases.
         out: output folder (created).
         seed: seed of the cases and of the folds.
         folds: number of cross-validation folds, ``2 <= folds <= n``.
-        shape_scale: see :func:`generate_phantom` (``"us"``: :func:`spine_monai.data.phantom_us.generate_us_phantom`).
-        binary: MRI only; if True the datalist ``label`` is the binary view (SAU-Net) and ``label_multiclass`` the
-            MRSpineSeg map; if False ``label`` is the MRSpineSeg map and ``label_binary`` the binary view.
+        shape_scale: see :func:`generate_phantom` (``"ct"``: :func:`spine_monai.data.phantom_ct.generate_ct_phantom`,
+            ``"us"``: :func:`spine_monai.data.phantom_us.generate_us_phantom`).
+        binary: MRI and CT; if True the datalist ``label`` is the binary view (SAU-Net, the attention-driven CT
+            method) and ``label_multiclass`` the MRSpineSeg (CT: VerSe) map; if False ``label`` is the multi-class
+            map and ``label_binary`` the binary view.
         progress: show a tqdm progress bar over cases.
 
     Returns:
         The datalist path.
 
     Raises:
-        ValueError: for a modality other than ``"mri"`` / ``"us"``, ``n < 1``, ``folds`` out of range or a bad
-            ``shape_scale``.
+        ValueError: for a modality other than ``"mri"`` / ``"ct"`` / ``"us"``, ``n < 1``, ``folds`` out of range or
+            a bad ``shape_scale``.
     """
     from tqdm.auto import tqdm
 
     if str(modality).lower() == "us":
         return _make_us_dataset(int(n), Path(out), int(seed), int(folds), shape_scale, progress)
+    if str(modality).lower() == "ct":
+        return _make_ct_dataset(int(n), Path(out), int(seed), int(folds), shape_scale, bool(binary), progress)
     if str(modality).lower() != "mri":
-        raise ValueError(f"--modality {modality!r}: only 'mri' (sagittal T2-weighted) and 'us' (coronal ultrasound "
-                         "VPI) phantoms are implemented.")
+        raise ValueError(f"--modality {modality!r}: only 'mri' (sagittal T2-weighted), 'ct' (thoracolumbar CT) and "
+                         "'us' (coronal ultrasound VPI) phantoms are implemented.")
     if int(n) < 1:
         raise ValueError(f"--n {n!r} must be at least 1.")
     if not 2 <= int(folds) <= int(n):
@@ -310,6 +314,53 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
         labels_multiclass={str(k): v for k, v in MRSPINESEG_LABELS.items()}, tensorImageSize="3D",
         binary_labels=bool(binary), generator={"seed": int(seed), "shape_scale": shape_scale, "subslices": SUBSLICES})
     logger.info("wrote %d phantoms and %s", n, path)
+    return str(path)
+
+
+def _make_ct_dataset(n: int, root: Path, seed: int, folds: int, shape_scale: float, binary: bool,
+                     progress: bool) -> str:
+    """The ``modality="ct"`` branch of :func:`make_phantom_dataset` (NIfTI layout of the MRI phantoms)."""
+    from tqdm.auto import tqdm
+
+    from spine_monai.data.phantom_ct import SLICE_SPACINGS, generate_ct_phantom
+
+    if n < 1:
+        raise ValueError(f"--n {n!r} must be at least 1.")
+    if not 2 <= folds <= n:
+        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
+    if not 0 < shape_scale <= 1:
+        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
+    dirs = {k: root / k for k in ("imagesTr", "labelsTr", "labelsBinTr")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    width = max(3, len(str(n - 1)))
+    items, infos = [], {}
+    for i in tqdm(range(n), desc="phantoms", unit="case", disable=not progress):
+        image, label, affine, info = generate_ct_phantom(np.random.default_rng([seed, i]), shape_scale)
+        cid = f"case_{i:0{width}d}"
+        paths = {k: d / f"{cid}.nii.gz" for k, d in dirs.items()}
+        _save_nifti(image, affine, paths["imagesTr"])
+        _save_nifti(label, affine, paths["labelsTr"])
+        _save_nifti((label > 0).astype(np.uint8), affine, paths["labelsBinTr"])
+        multi, binl = str(paths["labelsTr"]), str(paths["labelsBinTr"])
+        item = {"image": str(paths["imagesTr"]), "label": binl if binary else multi}
+        item["label_multiclass" if binary else "label_binary"] = multi if binary else binl
+        item.update(case_id=cid, pathology=[f"{p['type']}@{p['level']}" for p in info["pathology"]])
+        items.append(item)
+        infos[cid] = info
+        logger.debug("%s: shape %s, spacing %s, levels %s", cid, info["shape"], info["spacing_mm"],
+                     info["levels_present"])
+    (root / "phantom_info.json").write_text(json.dumps(infos, indent=1) + "\n", encoding="utf-8")
+    labels = BINARY_LABELS if binary else VERSE_LABELS
+    path = write_datalist(
+        items, root / "datalist.json", folds=folds, seed=seed, name="spine_monai_ct_phantoms",
+        description="Synthetic thoracolumbar CT phantoms in HU with VerSe vertebra labels "
+                    "(spine_monai.data.phantom_ct)",
+        modality={"0": "CT (synthetic, HU)"}, labels={str(k): v for k, v in labels.items()},
+        labels_multiclass={str(k): v for k, v in VERSE_LABELS.items()}, tensorImageSize="3D",
+        binary_labels=binary, generator={"seed": seed, "shape_scale": shape_scale,
+                                         "slice_spacings_mm": list(SLICE_SPACINGS)})
+    logger.info("wrote %d CT phantoms and %s", n, path)
     return str(path)
 
 

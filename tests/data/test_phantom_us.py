@@ -146,7 +146,7 @@ def test_dataset_writer(tmp_path):
     assert np.array_equal(np.asarray(Image.open(out / "labels" / "case_002.png")), label)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"modality": "ct"}, "'us'"), ({"folds": 5}, "--folds 5"),
+@pytest.mark.parametrize("kwargs, match", [({"modality": "pet"}, "'us'"), ({"folds": 5}, "--folds 5"),
                                            ({"shape_scale": 1.5}, "shape_scale"), ({"n": 0}, "--n 0")])
 def test_dataset_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -122,7 +122,7 @@ def test_case_does_not_depend_on_n(dataset, tmp_path):
     assert np.array_equal(nib.load(item["image"]).get_fdata(), first)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"modality": "ct"}, "only 'mri'"), ({"folds": 1}, "--folds 1"),
+@pytest.mark.parametrize("kwargs, match", [({"modality": "pet"}, "only 'mri'"), ({"folds": 1}, "--folds 1"),
                                            ({"n": 2, "folds": 3}, "--folds 3"), ({"shape_scale": 0.0}, "shape_scale"),
                                            ({"n": 0}, "--n 0")])
 def test_bad_arguments(tmp_path, kwargs, match):
