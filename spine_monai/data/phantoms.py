@@ -269,8 +269,6 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
         ValueError: for a modality other than ``"mri"`` / ``"ct"`` / ``"us"``, ``n < 1``, ``folds`` out of range or
             a bad ``shape_scale``.
     """
-    from tqdm.auto import tqdm
-
     if str(modality).lower() == "us":
         return _make_us_dataset(int(n), Path(out), int(seed), int(folds), shape_scale, progress)
     if str(modality).lower() == "ct":
@@ -278,34 +276,10 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
     if str(modality).lower() != "mri":
         raise ValueError(f"--modality {modality!r}: only 'mri' (sagittal T2-weighted), 'ct' (thoracolumbar CT) and "
                          "'us' (coronal ultrasound VPI) phantoms are implemented.")
-    if int(n) < 1:
-        raise ValueError(f"--n {n!r} must be at least 1.")
-    if not 2 <= int(folds) <= int(n):
-        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
-    if not 0 < shape_scale <= 1:
-        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
+    _check_counts(int(n), int(folds), shape_scale)
     root = Path(out)
-    dirs = {k: root / k for k in ("imagesTr", "labelsTr", "labelsBinTr")}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    width = max(3, len(str(int(n) - 1)))
-    items, infos = [], {}
-    for i in tqdm(range(int(n)), desc="phantoms", unit="case", disable=not progress):
-        image, label, affine, info = generate_phantom(np.random.default_rng([int(seed), i]), shape_scale)
-        cid = f"case_{i:0{width}d}"
-        paths = {k: d / f"{cid}.nii.gz" for k, d in dirs.items()}
-        _save_nifti(image, affine, paths["imagesTr"])
-        _save_nifti(label, affine, paths["labelsTr"])
-        _save_nifti((label > 0).astype(np.uint8), affine, paths["labelsBinTr"])
-        multi, binl = str(paths["labelsTr"]), str(paths["labelsBinTr"])
-        item = {"image": str(paths["imagesTr"]), "label": binl if binary else multi}
-        item["label_multiclass" if binary else "label_binary"] = multi if binary else binl
-        item.update(case_id=cid, pathology=[f"{p['type']}@{p['level']}" for p in info["pathology"]])
-        items.append(item)
-        infos[cid] = info
-        logger.debug("%s: shape %s, spacing %s, labels %s", cid, info["shape"], info["spacing_mm"],
-                     info["labels_present"])
-    (root / "phantom_info.json").write_text(json.dumps(infos, indent=1) + "\n", encoding="utf-8")
+    items = _write_volume_cases(lambda rng: generate_phantom(rng, shape_scale), int(n), root, int(seed), binary,
+                                progress, "labels_present")
     labels = BINARY_LABELS if binary else MRSPINESEG_LABELS
     path = write_datalist(
         items, root / "datalist.json", folds=int(folds), seed=int(seed), name="spine_monai_mri_phantoms",
@@ -317,26 +291,22 @@ def make_phantom_dataset(modality: str = "mri", n: int = 20, out: str | Path = "
     return str(path)
 
 
-def _make_ct_dataset(n: int, root: Path, seed: int, folds: int, shape_scale: float, binary: bool,
-                     progress: bool) -> str:
-    """The ``modality="ct"`` branch of :func:`make_phantom_dataset` (NIfTI layout of the MRI phantoms)."""
+
+def _write_volume_cases(generate: Any, n: int, root: Path, seed: int, binary: bool, progress: bool,
+                        present_key: str) -> list[dict[str, Any]]:
+    """Write ``n`` cases of a 3D phantom generator (``generate(rng) -> image, label, affine, info``; case ``i`` uses
+    ``numpy.random.default_rng([seed, i])``) as ``imagesTr`` / ``labelsTr`` / ``labelsBinTr`` NIfTI plus
+    ``phantom_info.json``, and return the datalist items (``label`` the binary view when ``binary``, else the
+    multi-class map)."""
     from tqdm.auto import tqdm
 
-    from spine_monai.data.phantom_ct import SLICE_SPACINGS, generate_ct_phantom
-
-    if n < 1:
-        raise ValueError(f"--n {n!r} must be at least 1.")
-    if not 2 <= folds <= n:
-        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
-    if not 0 < shape_scale <= 1:
-        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
     dirs = {k: root / k for k in ("imagesTr", "labelsTr", "labelsBinTr")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(n - 1)))
     items, infos = [], {}
     for i in tqdm(range(n), desc="phantoms", unit="case", disable=not progress):
-        image, label, affine, info = generate_ct_phantom(np.random.default_rng([seed, i]), shape_scale)
+        image, label, affine, info = generate(np.random.default_rng([seed, i]))
         cid = f"case_{i:0{width}d}"
         paths = {k: d / f"{cid}.nii.gz" for k, d in dirs.items()}
         _save_nifti(image, affine, paths["imagesTr"])
@@ -348,9 +318,30 @@ def _make_ct_dataset(n: int, root: Path, seed: int, folds: int, shape_scale: flo
         item.update(case_id=cid, pathology=[f"{p['type']}@{p['level']}" for p in info["pathology"]])
         items.append(item)
         infos[cid] = info
-        logger.debug("%s: shape %s, spacing %s, levels %s", cid, info["shape"], info["spacing_mm"],
-                     info["levels_present"])
+        logger.debug("%s: shape %s, spacing %s, %s %s", cid, info["shape"], info["spacing_mm"], present_key,
+                     info[present_key])
     (root / "phantom_info.json").write_text(json.dumps(infos, indent=1) + "\n", encoding="utf-8")
+    return items
+
+
+def _check_counts(n: int, folds: int, shape_scale: float) -> None:
+    """ValueError naming the flag: fewer than 1 case, folds outside ``2..n``, a ``shape_scale`` outside (0, 1]."""
+    if n < 1:
+        raise ValueError(f"--n {n!r} must be at least 1.")
+    if not 2 <= folds <= n:
+        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
+    if not 0 < shape_scale <= 1:
+        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
+
+
+def _make_ct_dataset(n: int, root: Path, seed: int, folds: int, shape_scale: float, binary: bool,
+                     progress: bool) -> str:
+    """The ``modality="ct"`` branch of :func:`make_phantom_dataset` (NIfTI layout of the MRI phantoms)."""
+    from spine_monai.data.phantom_ct import SLICE_SPACINGS, generate_ct_phantom
+
+    _check_counts(n, folds, shape_scale)
+    items = _write_volume_cases(lambda rng: generate_ct_phantom(rng, shape_scale), n, root, seed, binary, progress,
+                                "levels_present")
     labels = BINARY_LABELS if binary else VERSE_LABELS
     path = write_datalist(
         items, root / "datalist.json", folds=folds, seed=seed, name="spine_monai_ct_phantoms",
