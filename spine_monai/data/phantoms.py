@@ -362,12 +362,7 @@ def _make_us_dataset(n: int, root: Path, seed: int, folds: int, shape_scale: flo
 
     from spine_monai.data.phantom_us import US_LABELS, generate_us_phantom
 
-    if n < 1:
-        raise ValueError(f"--n {n!r} must be at least 1.")
-    if not 2 <= folds <= n:
-        raise ValueError(f"--folds {folds!r} must be between 2 and --n {n}.")
-    if not 0 < shape_scale <= 1:
-        raise ValueError(f"--shape_scale {shape_scale!r} must be in (0, 1].")
+    _check_counts(n, folds, shape_scale)
     dirs = {k: root / k for k in ("images", "labels")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
