@@ -166,6 +166,21 @@ COMPARISONS: dict[str, Comparison] = {
                 TableSpec("safnet/table2", ("base", "base_aspp", "base_msf", "base_attention", "safnet"))),
         bench_sizes=((18, 128, 256),),  # the paper's 18 x 256 x 128 input in RAS order (LR, AP, SI)
     ),
+    "attention_driven_spine_ct_segmentation": Comparison(
+        paper="sekuboyina",
+        title="Attention-driven pathological spine segmentation (Sekuboyina et al., MSKI 2017)",
+        paper_setting="private clinical CT, healthy and fractured",
+        method="attention",
+        methods=(
+            # the segmentation net alone (no stage 1): Table 1 has no such row, so it runs with --methods only
+            Method("seg_only", "Segmentation net alone", ("ablation_seg_only",), bench_inferer="config"),
+            # the full method on phantoms that mix healthy and fractured spines: the paper's Dataset 2 (HC + Fx)
+            Method("attention", "Attention + segmentation net, late fusion", (),
+                   {"sekuboyina/table1": "Dataset 2 (HC+Fx)"}, bench_inferer="config"),
+        ),
+        tables=(TableSpec("sekuboyina/table1", ("attention",)),),
+        bench_sizes=((512, 512, 200),),  # a 512 x 512 x 200 CT at 1 mm, RAS (LR, AP, SI)
+    ),
     "seam_spine_us_segmentation": Comparison(
         paper="seam",
         title="SEAM (Zhao et al., ICASSP 2021)",
