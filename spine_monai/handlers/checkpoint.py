@@ -94,6 +94,10 @@ class CheckpointManager:
         overwrite: start over without keeping an earlier ``model.pt`` or an unfinished ``checkpoint.pt``.
         key_metric_filename: the best model's file name.
         checkpoint_filename: the training checkpoint's file name.
+        tuned_settings: settings chosen during validation: when the evaluator's ``state.metrics`` holds one of
+            these names at a new best metric, its value replaces the setting in the record of the saved model
+            (e.g. the attention threshold chosen by :class:`~spine_monai.handlers.AttentionMaskSearch`). They are
+            not compared on resume, and a resumed run keeps the values of its best model so far.
 
     Raises:
         ValueError: at the start of training, for an unfinished checkpoint without ``resume``/``overwrite``, a
@@ -104,12 +108,14 @@ class CheckpointManager:
                  optimizer: torch.optim.Optimizer | None = None, lr_scheduler: Any = None,
                  settings: Mapping[str, Any] | None = None, overlays: Sequence[str] = (),
                  bundle_root: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
-                 key_metric_filename: str = "model.pt", checkpoint_filename: str = "checkpoint.pt") -> None:
+                 key_metric_filename: str = "model.pt", checkpoint_filename: str = "checkpoint.pt",
+                 tuned_settings: Sequence[str] = ()) -> None:
         self.save_dir = Path(save_dir)
         self.network = network
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.settings = dict(settings or {})
+        self.tuned_settings = [str(k) for k in tuned_settings]
         self.overlays = list(overlays)
         self.bundle_root = bundle_root
         self.resume = as_bool(resume, "resume")
@@ -188,6 +194,9 @@ class CheckpointManager:
         state = self._read_checkpoint()
         recorded = state.get("settings", {})
         for key, value in recorded.items():
+            if key in self.tuned_settings:
+                self.settings[key] = value
+                continue
             if key in self.settings and not _same(value, self.settings[key]):
                 raise InputError(
                     f"{self.checkpoint_path}: was trained with {key}={value!r} but this run uses "
@@ -252,6 +261,9 @@ class CheckpointManager:
             return
         epoch = int(self._trainer.state.epoch) if self._trainer is not None else int(engine.state.epoch)
         self.best_metric, self.best_epoch = value, epoch
+        for key in self.tuned_settings:
+            if key in engine.state.metrics:
+                self.settings[key] = engine.state.metrics[key]
         if _rank() != 0:
             return
         atomic_torch_save(_unwrap(self.network).state_dict(), self.model_path)

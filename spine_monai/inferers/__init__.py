@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from spine_monai.inferers.two_stage import AttentionFusionInferer, load_localization_weights, sagittal_slice_indices
+from spine_monai.inferers.two_stage import (
+    AttentionFusionInferer,
+    load_localization_weights,
+    sagittal_slice_indices,
+    smooth_attention,
+)
 
-__all__ = ["AttentionFusionInferer", "load_localization_weights", "sagittal_slice_indices"]
+__all__ = ["AttentionFusionInferer", "load_localization_weights", "sagittal_slice_indices", "smooth_attention"]

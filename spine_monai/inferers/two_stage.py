@@ -74,7 +74,7 @@ from monai.utils import convert_to_dst_type
 
 from spine_monai.networks.nets.sekuboyina import LOGIT_FILL, late_fusion
 
-__all__ = ["AttentionFusionInferer", "load_localization_weights", "sagittal_slice_indices"]
+__all__ = ["AttentionFusionInferer", "load_localization_weights", "sagittal_slice_indices", "smooth_attention"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,21 @@ def sagittal_slice_indices(num_slices: int, slice_step: int) -> list[int]:
         raise ValueError(f"num_slices and slice_step must be positive, got {num_slices}, {slice_step}.")
     start = ((num_slices - 1) % slice_step) // 2
     return list(range(start, num_slices, slice_step))
+
+
+def smooth_attention(vol: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
+    """Step c: 3D Gaussian smoothing of an attention volume ``(B, 1, LR, AP, SI)``, ``sigma`` voxels per axis.
+
+    Truncated at 4 sigma, replicate padding at the border; 0 on an axis: no smoothing along it.
+    """
+    sig = _per_axis(sigma, "sigma")
+    if not any(sig):
+        return vol
+    kernels = [
+        gaussian_1d(torch.tensor(s), truncated=4.0).to(vol) if s > 0 else torch.ones(1, device=vol.device, dtype=vol.dtype)
+        for s in sig
+    ]
+    return separable_filtering(vol, kernels, mode="replicate")
 
 
 def load_localization_weights(net: nn.Module, path: str | os.PathLike) -> None:
@@ -358,13 +373,7 @@ class AttentionFusionInferer(Inferer):
 
     def _smooth(self, vol: torch.Tensor) -> torch.Tensor:
         """3D Gaussian smoothing with ``sigma`` voxels per axis (replicate padding)."""
-        if not any(self.sigma):
-            return vol
-        kernels = [
-            gaussian_1d(torch.tensor(s), truncated=4.0).to(vol) if s > 0 else torch.ones(1, device=vol.device)
-            for s in self.sigma
-        ]
-        return separable_filtering(vol, kernels, mode="replicate")
+        return smooth_attention(vol, self.sigma)
 
     def mask(self, inputs: torch.Tensor) -> torch.Tensor:
         """Stage 1, steps a-d: the binary spine mask.
