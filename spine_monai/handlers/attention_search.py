@@ -76,7 +76,7 @@ class AttentionMaskSearch(Metric):
     def update(self, output: Sequence[Any]) -> None:
         attention, label = output
         thr = torch.tensor(self.thresholds, dtype=torch.float32)
-        for att, lab in zip(_as_items(attention), _as_items(label)):
+        for att, lab in zip(_as_items(attention), _as_items(label), strict=True):
             att = att.detach().float().cpu()
             if hasattr(att, "as_tensor"):
                 att = att.as_tensor()

@@ -110,7 +110,7 @@ def smooth_attention(vol: torch.Tensor, sigma: float | Sequence[float]) -> torch
     if not any(sig):
         return vol
     kernels = [
-        gaussian_1d(torch.tensor(s), truncated=4.0).to(vol) if s > 0 else torch.ones(1, device=vol.device, dtype=vol.dtype)
+        gaussian_1d(torch.tensor(s), truncated=4.0).to(vol) if s > 0 else torch.ones(1).to(vol)
         for s in sig
     ]
     return separable_filtering(vol, kernels, mode="replicate")
