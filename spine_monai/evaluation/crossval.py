@@ -17,6 +17,12 @@ Choices: the "± std" beside each mean is the sample standard deviation over the
 points, are of that size); the pooled per-case mean ± std is reported as well. Inference time per volume is the
 time from fetching a volume to its label file being written (loading, preprocessing, network, inversion, saving),
 one-off setup excluded.
+
+Case groups: where the datalist gives a case a ``"group"`` (or, as the CT phantoms' datalist does, a
+``"pathology"`` list such as ``["wedge_fracture@T10"]``, grouped by :func:`case_group` into ``"fractured"`` and
+``"healthy"``), every fold also reports ``<metric>_<group>`` (e.g. ``dice_fractured``), the mean over that fold's test
+cases of the group; the summary's ``across_folds`` takes the mean ± std over the folds that tested any case of the
+group (its ``n`` says how many). This is the analogue of Sekuboyina et al.'s healthy vs osteoporotic columns.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 
 __all__ = ["crossval", "prepare_folds", "inner_split", "parse_overlays", "bundle_classes", "split_overrides",
            "resolve_device", "device_description", "fold_statistics", "identification_rates",
-           "dataset_classes", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
+           "dataset_classes", "case_group", "group_metrics", "SUMMARY_METRICS", "RESERVED_OVERRIDES"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +116,34 @@ def dataset_classes(classes: list[int] | None, folds_path: Path) -> list[int] | 
     if kept != classes:
         logger.info("scoring the %d classes the dataset labels (%s) of the bundle's %d", len(kept), kept, len(classes))
     return kept or classes
+
+
+def case_group(item: Mapping[str, Any]) -> str | None:
+    """The group of a datalist item: its ``"group"``; else, for an item with a ``"pathology"`` list, ``"fractured"``
+    when an entry names a fracture (``"wedge_fracture@T10"``, ``"crush_fracture@L3"``) and ``"healthy"`` otherwise
+    (disc degeneration and sclerotic lesions count as healthy: the paper's split is healthy vs fractured); None when
+    the item says neither."""
+    if item.get("group") is not None:
+        return str(item["group"])
+    pathology = item.get("pathology")
+    if pathology is None:
+        return None
+    return "fractured" if any("fracture" in str(p).split("@")[0] for p in pathology) else "healthy"
+
+
+def group_metrics(rows: Sequence[Mapping[str, Any]], groups: Mapping[str, str | None]) -> dict[str, float]:
+    """``{"<metric>_<group>": mean over the group's cases}`` of one fold's per-case ``rows`` (mean over classes
+    first), for the :data:`SUMMARY_METRICS`; ``groups`` maps case id -> group (None: in no group)."""
+    from spine_monai.metrics.segmentation import aggregate
+
+    out: dict[str, float] = {}
+    for g in sorted({g for g in groups.values() if g is not None}):
+        sub = [r for r in rows if groups.get(str(r.get("case"))) == g]
+        if not sub:
+            continue
+        mean = aggregate(sub)["mean over classes"]
+        out.update({f"{m}_{g}": float(mean[f"{m}_mean"]) for m in SUMMARY_METRICS})
+    return out
 
 
 def identification_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -276,6 +310,16 @@ def inner_split(items: Sequence[Mapping[str, Any]], val_fraction: float,
     n_val = min(len(items) - 1, max(1, round(float(val_fraction) * len(items))))
     chosen = set(np.random.default_rng(seed).choice(len(items), size=n_val, replace=False).tolist())
     return ([it for i, it in enumerate(items) if i not in chosen], [it for i, it in enumerate(items) if i in chosen])
+
+
+def _group_statistics(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean ± std over folds of the group metrics (``dice_fractured``), over the folds that tested the group."""
+    names = {k for r in results for k in r.get("group_metrics", [])}
+    out = {}
+    for name in sorted(names):
+        have = [r["metrics"] for r in results if name in r["metrics"]]
+        out[name] = fold_statistics(have, (name,))[name]
+    return out
 
 
 def fold_statistics(fold_means: Sequence[Mapping[str, float]],
@@ -448,6 +492,10 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         }
         result["metrics"].update(_class_metrics(groups, names))
         result["metrics"].update(identification_rates(rows))
+        group_of = {_case_id(it): case_group(it) for it in val_items}
+        by_group = group_metrics(rows, group_of)
+        result["metrics"].update(by_group)
+        result["group_metrics"] = sorted(by_group)
         result["metrics"]["runtime_s"] = result["infer_s_per_volume"]
         _write_json(result_file, result)
         results.append(result)
@@ -463,7 +511,8 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         "device_name": results[-1]["device_name"] if results else device_description(dev), "command": command,
         "binary": classes is None,
         "per_fold": [{k: v for k, v in r.items() if k not in ("rows", "settings")} for r in results],
-        "across_folds": fold_statistics([r["metrics"] for r in results], _common_metrics(results)),
+        "across_folds": {**fold_statistics([r["metrics"] for r in results], _common_metrics(results)),
+                         **_group_statistics(results)},
         "timing": {key: fold_statistics([r for r in results], (key,))[key]
                    for key in ("train_s", "infer_s_per_volume")},
         "params": results[-1]["params"], "weights_mb": results[-1]["weights_mb"], "pooled": pooled,

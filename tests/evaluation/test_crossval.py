@@ -12,10 +12,13 @@ import pytest
 
 from spine_monai.data.datalist import write_datalist
 from spine_monai.evaluation.crossval import (
+    _group_statistics,
     bundle_classes,
+    case_group,
     crossval,
     dataset_classes,
     fold_statistics,
+    group_metrics,
     identification_rates,
     inner_split,
     parse_overlays,
@@ -97,6 +100,31 @@ def test_identification_rates():
             {"class": 6, "label_voxels": 0}]
     assert identification_rates(rows) == {"level_id_rate": 0.5, "level_missed_rate": 0.25}
     assert identification_rates([{"class": 1, "label_voxels": 5}]) == {}
+
+
+def test_case_groups_healthy_vs_fractured():
+    assert case_group({"pathology": ["wedge_fracture@T10", "disc_degeneration@L4/L5"]}) == "fractured"
+    assert case_group({"pathology": ["crush_fracture@L3"]}) == "fractured"
+    assert case_group({"pathology": ["sclerotic_lesion@L2", "disc_degeneration@L3/L4"]}) == "healthy"
+    assert case_group({"pathology": []}) == "healthy"
+    assert case_group({"group": "fx", "pathology": []}) == "fx"
+    assert case_group({"image": "a.nii.gz"}) is None
+    from spine_monai.metrics.segmentation import METRICS
+
+    def row(case, dice):
+        return {**{m: 1.0 for m in METRICS}, "case": case, "class": 1, "dice": dice, "jaccard": dice - 0.1}
+
+    rows = [row("a", 0.9), row("b", 0.5), row("c", 0.7), row("d", 0.1)]
+    by = group_metrics(rows, {"a": "healthy", "b": "fractured", "c": "fractured", "d": None})
+    assert by["dice_healthy"] == pytest.approx(0.9) and by["dice_fractured"] == pytest.approx(0.6)
+    assert by["jaccard_fractured"] == pytest.approx(0.5) and "dice_None" not in by
+    # across folds: over the folds that tested the group
+    results = [{"metrics": {"dice_healthy": 0.9}, "group_metrics": ["dice_healthy"]},
+               {"metrics": {"dice_healthy": 0.7, "dice_fractured": 0.5},
+                "group_metrics": ["dice_fractured", "dice_healthy"]}]
+    stats = _group_statistics(results)
+    assert stats["dice_healthy"]["mean"] == pytest.approx(0.8) and stats["dice_healthy"]["n"] == 2
+    assert stats["dice_fractured"] == {"mean": 0.5, "std": 0.0, "n": 1}
 
 
 def test_split_overrides_routes_and_rejects():
