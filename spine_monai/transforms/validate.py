@@ -65,6 +65,9 @@ def check_volume_array(img: Any, name: str, channels: int | None = 1, min_size: 
             f"{name}: expected a single 3D volume with {channels} channel(s), got {shape[0]} "
             f"(a 4D image, e.g. a time series or multi-echo file? pick one volume first). Shape {shape}."
         )
+    if min(spatial) == 1 and min_size > 1 and max(spatial) > 1:
+        raise InputError(f"{name}: a single slice (spatial shape {spatial}); this model needs a volume with at least "
+                         f"{min_size} voxels along each axis.")
     if min(spatial) < min_size:
         raise InputError(f"{name}: empty or too small image, spatial shape {spatial} (each axis needs >= {min_size}).")
     if int(np.prod(spatial)) * shape[0] > max_voxels:
@@ -95,17 +98,20 @@ class ValidateImaged(MapTransform):
         label_key: if given and present, the label must have one channel, the image's spatial shape and affine.
         channels: required image channels.
         atol: tolerance on the affine comparison (mm).
+        min_size: smallest extent of each spatial axis (default 1; a volume with one slice is refused as "a single
+            slice" when ``min_size > 1``).
         allow_missing_keys: skip absent keys.
 
     Raises:
-        InputError: (a ``ValueError``) on a 2D/4D image, an empty, constant, non-finite or complex image, a
-            NaN/Inf or singular affine, an implausible spacing, or a label whose shape or affine differs from its
-            image.
+        InputError: (a ``ValueError``) on a 2D/4D image, a single slice (with ``min_size > 1``), an empty, constant,
+            non-finite or complex image, a NaN/Inf or singular affine, an implausible spacing, or a label whose shape
+            or affine differs from its image.
     """
 
     def __init__(self, keys: KeysCollection = "image", label_key: str | None = None, channels: int | None = 1,
-                 atol: float = 1e-3, allow_missing_keys: bool = False) -> None:
+                 atol: float = 1e-3, min_size: int = 1, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.min_size = int(min_size)
         self.label_key = label_key
         self.channels = channels
         self.atol = atol
@@ -115,7 +121,7 @@ class ValidateImaged(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             name = source_name(img, fallback=str(d.get(f"{key}_path", key)))
-            check_volume_array(img, name, self.channels)
+            check_volume_array(img, name, self.channels, min_size=self.min_size)
             if self.label_key is not None and self.label_key in d:
                 self._check_label(img, d[self.label_key], name)
         return d

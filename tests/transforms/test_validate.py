@@ -113,3 +113,15 @@ def test_atomic_writer_writes(tmp_path):
     img = nib.load(str(target))
     assert img.shape == (4, 5, 6) and np.allclose(img.header.get_zooms(), (2, 2, 3))
     assert sorted(os.listdir(tmp_path)) == ["seg.nii.gz"]
+
+
+def test_single_slice_is_refused_when_a_volume_is_needed():
+    """The CT bundle sets ``min_size=4``: a one-slice scan is refused as a single slice, naming the file."""
+    from monai.data import MetaTensor
+
+    img = MetaTensor(torch.rand(1, 64, 64, 1) * 1000, meta={"filename_or_obj": "/x/one_slice.nii.gz"})
+    with pytest.raises(InputError, match=r"one_slice\.nii\.gz: a single slice .* at least 4 voxels"):
+        ValidateImaged(keys="image", min_size=4)({"image": img})
+    with pytest.raises(InputError, match="too small image"):
+        ValidateImaged(keys="image", min_size=4)({"image": MetaTensor(torch.rand(1, 64, 3, 64))})
+    ValidateImaged(keys="image")({"image": img})  # default: any extent >= 1
