@@ -64,8 +64,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORMAT = "spine_monai.model_config/1"
-#: settings that may differ between training and inference without changing what the weights compute
-FREE_SETTINGS = frozenset({"roi_size", "sw_batch_size", "slice_chunk"})
+#: settings that may differ between training and inference without changing what the weights compute: window sizes,
+#: and the attention mask's smoothing, threshold and dilation (chosen on validation cases by training and recorded
+#: with the localisation weights, but a user may set them for a scan).
+FREE_SETTINGS = frozenset({"roi_size", "sw_batch_size", "slice_chunk", "attention_sigma", "attention_threshold",
+                           "attention_dilation"})
 
 
 def as_bool(value: Any, name: str = "flag") -> bool:

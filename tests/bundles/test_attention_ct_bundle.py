@@ -21,7 +21,9 @@ BUNDLE = REPO / "bundles" / "attention_driven_spine_ct_segmentation"
 NET = ["--features", "[4,8,16,32,64]", "--loc_features", "[4,4,8,8,8,8,8,8,4]"]
 SMALL = [*NET, "--pixdim", "[4.0,4.0,4.0]", "--patch_size", "[12,32,32]", "--roi_size", "[12,32,32]",
          "--loc_patch_size", "[32,32]", "--slice_step", "2", "--attention_sigma", "[1.0,2.0,2.0]", "--num_workers", "0"]
-TRAIN_SMALL = [*SMALL, "--epochs", "1", "--loc_epochs", "1", "--val_interval", "1", "--num_samples", "1"]
+SIGMA_GRID = [[0.5, 1.0, 1.0], [1.0, 2.0, 2.0]]
+TRAIN_SMALL = [*SMALL, "--epochs", "1", "--loc_epochs", "1", "--val_interval", "1", "--num_samples", "1",
+               "--attention_sigma_grid", json.dumps(SIGMA_GRID)]
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +35,7 @@ class TestContract(Volume3DContract):
     small = SMALL
     train_args = TRAIN_SMALL
     state_key = "down"  # the segmentation net's contracting path
-    record_settings = {"features": [4, 8, 16, 32, 64], "slice_step": 2, "use_localization": True,
+    record_settings = {"features": [4, 8, 16, 32, 64], "use_localization": True,
                        "pixdim": [4.0, 4.0, 4.0], "hu_window": [-500, 1300]}
     images, suffix = "imagesTr", ".nii.gz"
     net_args = NET
@@ -49,6 +51,13 @@ def test_both_stages_write_weights_and_records(trained):
     assert any(k.startswith("layers.") for k in loc)
     record = json.loads((models / "localization_config.json").read_text())
     assert record["metric"]["name"] == "val_mask_dice" and record["settings"]["slice_step"] == 2
+    # the mask's sigma and threshold were chosen on the validation volumes from the grids of train.json
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    assert record["settings"]["attention_threshold"] in train["attention_threshold_grid"]
+    assert record["settings"]["attention_sigma"] in SIGMA_GRID
+    # stage-1 settings live in the localisation record only, so retraining stage 1 alone cannot leave stale ones
+    seg = json.loads((models / "model_config.json").read_text())["settings"]
+    assert "attention_threshold" not in seg and "slice_step" not in seg and seg["use_localization"] is True
 
 
 def test_train_localization_overlay_trains_stage_one_only(workspace, tmp_path):
