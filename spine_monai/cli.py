@@ -49,6 +49,7 @@ _COMMANDS: dict[str, _Command] = {
     "install_bundle": _Command("spine_monai.bundle.zipcheck:install_bundle", ("zip_path", "bundle_dir")),
     "segment": _Command("spine_monai.segment:segment", ("bundle", "i", "o"), {"i": "input_path", "o": "output_path"}),
     "export": _Command("spine_monai.export:export_cli", ("bundle",)),
+    "score": _Command("spine_monai.evaluation.score:score", ("pred", "label")),
 }
 
 
@@ -125,8 +126,16 @@ class SpineMonaiCLI:
         """Segment one scan (NIfTI, DICOM folder, .mha, .nrrd) with a bundle's trained weights."""
         return _run("segment", bundle=bundle, i=i, o=o, **kwargs)
 
+    def score(self, pred: str | None = None, label: str | None = None, **kwargs: Any) -> Any:
+        """Score a segmentation against a reference label on the same grid (Dice, Jaccard, distances)."""
+        return _run("score", pred=pred, label=label, **kwargs)
+
     def export(self, bundle: str | None = None, **kwargs: Any) -> Any:
-        """Export a bundle's trained network to TorchScript, ONNX or a ``torch.export`` program (``--format``)."""
+        """Export a bundle's trained network to TorchScript, ONNX or a ``torch.export`` program (``--format``).
+
+        ``--network localization`` exports the attention-driven CT bundle's localisation net instead of
+        ``network_def``.
+        """
         return _run("export", bundle=bundle, **kwargs)
 
 
