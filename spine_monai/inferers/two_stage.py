@@ -116,8 +116,8 @@ def smooth_attention(vol: torch.Tensor, sigma: float | Sequence[float]) -> torch
     return separable_filtering(vol, kernels, mode="replicate")
 
 
-def load_localization_weights(net: nn.Module, path: str | os.PathLike) -> None:
-    """Load a localisation-net checkpoint with ``torch.load(..., weights_only=True)``.
+def load_localization_weights(net: nn.Module, path: str | os.PathLike, what: str = "localisation net") -> None:
+    """Load a localisation-net checkpoint (or, with ``what``, another net's) with ``torch.load(weights_only=True)``.
 
     Args:
         net: the localisation net.
@@ -131,7 +131,7 @@ def load_localization_weights(net: nn.Module, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: localisation checkpoint not found.")
+        raise FileNotFoundError(f"{path}: {what} checkpoint not found.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -148,7 +148,7 @@ def load_localization_weights(net: nn.Module, path: str | os.PathLike) -> None:
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path}: the weights do not fit the localisation net: {e}") from e
+        raise ValueError(f"{path}: the weights do not fit the {what}: {e}") from e
 
 
 class _BlockUpsampled(nn.Module):
