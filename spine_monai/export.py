@@ -20,6 +20,16 @@ Choices (also in the bundle README, section "Exports"):
   unchunked path; chunking only bounds memory (its result equals the unchunked one), so the exported model gives the
   same result but holds the features of all slices at once.
 - Batch size and channels are fixed to those of ``input_shape`` (inference runs one window at a time).
+- A bundle with a second network (:data:`spine_monai.bundle.package.NETWORKS`; the attention-driven CT bundle's 2D
+  localisation net, Sekuboyina et al., MSKI 2017, DOI 10.1007/978-3-319-74113-0_10, Section 2.1) exports it with
+  ``network="localization"`` (``--network localization``): ``localization_def`` of ``inference.json`` is built with
+  the settings of the weights' record (``models/localization.pt`` and ``localization_config.json`` by default) and
+  written to ``localization.ts`` / ``.onnx`` / ``.pt2`` beside them. Its input is one batch of sagittal patches
+  ``(B, 1, AP, SI)`` (default example ``(1, 1, 64, 64)``), both sizes dynamic multiples of 16 (its down-sampling
+  factor); its output is the sigmoid spine-fraction map ``(B, 1, AP / 16, SI / 16)``. The default, ``"model"``, is
+  ``network_def`` (the segmentation net) as before. The exported net is the network only: the two-stage inference
+  (slice sampling, up-sampling, smoothing, threshold, late fusion) stays in
+  :class:`spine_monai.inferers.AttentionFusionInferer`.
 
 Errors are one line naming the file: a missing weights file is a ``FileNotFoundError``; an unreadable file or weights
 that do not fit the bundle's network are a ``ValueError``.
@@ -40,6 +50,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from spine_monai.bundle.package import NETWORKS, bundle_networks
 from spine_monai.bundle.runner import config_files, resolve_bundle
 
 __all__ = [
@@ -141,15 +152,55 @@ def _check_fits(net: nn.Module, state: Mapping[str, torch.Tensor], path: Path, b
     )
 
 
+def _network_id(root: Path, network: str) -> tuple[str, str]:
+    """``(config id, default weights file name)`` of the bundle's network ``network`` (see :data:`NETWORKS`).
+
+    Raises:
+        ValueError: for a name the bundle does not define, naming the ones it does.
+    """
+    names = bundle_networks(root)
+    if network not in names:
+        raise ValueError(f"--network {network!r}: bundle {root.name} has no such network; choose one of "
+                         f"{', '.join(names)}.")
+    return NETWORKS[network]
+
+
+def _network_settings(root: Path, network: str, path: Path, config: str,
+                      override: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]]:
+    """``(config id, overlays, overrides)`` that rebuild ``network`` for the weights ``path`` (their record's
+    settings and overlays, then the user's ``override``). For a second network, ``inference.json`` reads the record of
+    ``<network>_ckpt`` (set to ``path``) and, for what that lacks, the record of ``model.pt`` next to ``path``
+    (``ckpt_path``), as inference does."""
+    from spine_monai.bundle.record import inference_overrides
+
+    net_id, _ = _network_id(root, network)
+    overlays, override = inference_overrides(path, (), override)
+    if network != "model":
+        override["ckpt_path"] = str(path.with_name(NETWORKS["model"][1]))
+        override[f"{network}_ckpt"] = str(path)
+    if config != "inference":
+        override.pop("ckpt_path")
+        override.pop(f"{network}_ckpt", None)
+    return net_id, overlays, override
+
+
+def _weights_path(root: Path, ckpt: str | os.PathLike | None, network: str) -> Path:
+    return Path(ckpt) if ckpt is not None else root / "models" / _network_id(root, network)[1]
+
+
 def load_network(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = None, config: str = "inference",
-                 device: str | torch.device = "cpu", **override: Any) -> nn.Module:
-    """Build ``network_def`` of a bundle config (with ``override``) and load weights, in evaluation mode.
+                 device: str | torch.device = "cpu", network: str = "model", **override: Any) -> nn.Module:
+    """Build a network of a bundle config (``network_def`` by default, with ``override``) and load weights, in
+    evaluation mode.
 
     Args:
         bundle: bundle folder or name.
-        ckpt: weights file; ``None`` means ``<bundle>/models/model.pt``.
-        config: the config that defines ``network_def`` (``configs/<config>.json``).
+        ckpt: weights file; ``None`` means ``<bundle>/models/model.pt`` (``localization.pt`` for
+            ``network="localization"``).
+        config: the config that defines the network (``configs/<config>.json``).
         device: where the network is put.
+        network: ``"model"`` (``network_def``) or a bundle's second network, ``"localization"``
+            (``localization_def`` of the attention-driven CT bundle); see :data:`NETWORKS`.
         override: config overrides, e.g. ``features=[4, 8, 16]``. Not needed for weights with a configuration
             record (``model_config.json`` beside them): its overlays and settings are applied first, and an override
             that contradicts them is refused.
@@ -159,17 +210,14 @@ def load_network(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = Non
 
     Raises:
         FileNotFoundError: if the bundle or the weights file is missing.
-        ValueError: if ``network_def`` cannot be built, or the weights are unreadable or do not fit.
+        ValueError: if the bundle has no such ``network``, the network cannot be built, or the weights are
+            unreadable or do not fit.
     """
     from monai.bundle import ConfigParser
 
-    from spine_monai.bundle.record import inference_overrides
-
     root = resolve_bundle(bundle)
-    path = Path(ckpt) if ckpt is not None else root / "models" / "model.pt"
-    overlays, override = inference_overrides(path, (), override)
-    if config != "inference":
-        override.pop("ckpt_path")
+    path = _weights_path(root, ckpt, network)
+    net_id, overlays, override = _network_settings(root, network, path, config, override)
     parser = ConfigParser()
     parser.read_config(config_files(root, [config, *overlays]))
     parser.read_meta(str(root / "configs" / "metadata.json"))
@@ -177,13 +225,13 @@ def load_network(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = Non
     for key, value in override.items():
         parser[key] = value
     try:
-        net = parser.get_parsed_content("network_def")
+        net = parser.get_parsed_content(net_id)
     except Exception as err:  # noqa: BLE001 - a bad override shows as one line, not a config-parser traceback
         raise ValueError(
-            f"{root / 'configs' / config}: cannot build network_def with overrides {override}: {_one_line(err)}"
+            f"{root / 'configs' / config}: cannot build {net_id} with overrides {override}: {_one_line(err)}"
         ) from None
     if not isinstance(net, nn.Module):
-        raise ValueError(f"{root / 'configs' / config}: network_def is a {type(net).__name__}, not a torch module.")
+        raise ValueError(f"{root / 'configs' / config}: {net_id} is a {type(net).__name__}, not a torch module.")
     state = load_weights(path)
     _check_fits(net, state, path, root.name)
     net.load_state_dict(state)
@@ -227,11 +275,12 @@ def _dynamic_shapes(net: nn.Module, input_shape: Sequence[int], max_slices: int,
     return (dims,)  # positional: one entry per forward argument
 
 
-def default_input_shape(bundle: str | os.PathLike) -> tuple[int, ...]:
+def default_input_shape(bundle: str | os.PathLike, network: str = "model") -> tuple[int, ...]:
     """An example input for the bundle's network: ``(1, 1, 12, 64, 64)`` for a 3D bundle, ``(1, 1, 64, 256)`` for a
-    2D one (``len(inputs.image.spatial_shape)`` of its metadata, as MONAI Label decides)."""
-    import json
-
+    2D one (``len(inputs.image.spatial_shape)`` of its metadata, as MONAI Label decides); ``(1, 1, 64, 64)`` (one
+    sagittal patch) for the localisation net."""
+    if network == "localization":
+        return (1, 1, 64, 64)
     meta = json.loads((resolve_bundle(bundle) / "configs" / "metadata.json").read_text(encoding="utf-8"))
     spatial = meta.get("network_data_format", {}).get("inputs", {}).get("image", {}).get("spatial_shape", [0] * 3)
     return (1, 1, 64, 256) if len(spatial) == 2 else (1, 1, 12, 64, 64)
@@ -246,14 +295,17 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def _exported(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, input_shape: Sequence[int], dynamic: bool,
-              max_slices: int, max_size: int, override: dict[str, Any]) -> tuple[Any, nn.Module]:
+              max_slices: int, max_size: int, override: dict[str, Any],
+              network: str = "model") -> tuple[Any, nn.Module]:
     """The exported program and the eager network it came from."""
-    expected = default_input_shape(bundle)
+    _network_id(resolve_bundle(bundle), network)
+    expected = default_input_shape(bundle, network)
     shape = _check_input_shape(expected if input_shape is None else input_shape)
     if len(shape) != len(expected):
         what = "5 positive sizes (B, C, X, Y, Z)" if len(expected) == 5 else "4 positive sizes (B, C, X, Y)"
-        raise ValueError(f"input_shape must be {what} for {resolve_bundle(bundle).name}, got {shape}.")
-    net = load_network(bundle, ckpt, **override)
+        whose = resolve_bundle(bundle).name + ("" if network == "model" else f" --network {network}")
+        raise ValueError(f"input_shape must be {what} for {whose}, got {shape}.")
+    net = load_network(bundle, ckpt, network=network, **override)
     if hasattr(net, "slice_chunk"):
         net.slice_chunk = max(int(net.slice_chunk), int(max_slices))
     dyn = _dynamic_shapes(net, shape, max_slices, max_size) if dynamic else None
@@ -264,13 +316,13 @@ def _exported(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, input_s
 
 def export_program(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None, input_shape: Sequence[int] | None = None,
-                   dynamic: bool = True, max_slices: int = 1024, max_size: int = 4096,
+                   dynamic: bool = True, max_slices: int = 1024, max_size: int = 4096, network: str = "model",
                    **override: Any) -> Any:
     """``torch.export`` the bundle's network (optionally saved as ``.pt2``).
 
     Args:
         bundle: bundle folder or name.
-        ckpt: weights (default ``<bundle>/models/model.pt``).
+        ckpt: weights (default ``<bundle>/models/model.pt``, ``localization.pt`` for ``network="localization"``).
         out: if given, the ``.pt2`` file to write (atomically); load it with ``torch.export.load(out).module()``.
         input_shape: example input ``(B, C, X, Y, Z)`` (``(B, C, X, Y)`` for a 2D bundle); default
             :func:`default_input_shape`.
@@ -278,15 +330,18 @@ def export_program(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = N
         max_slices: largest slice count of a dynamic export; SAU-Net's ``slice_chunk`` is raised to it so the
             graph has no Python loop over chunks.
         max_size: largest in-plane size of a dynamic export.
+        network: ``"model"`` (``network_def``) or ``"localization"`` (the CT bundle's localisation net, input
+            ``(B, 1, AP, SI)``); see :func:`load_network`.
         override: config overrides used when the weights were trained (e.g. ``features=[4, 8, 16]``).
 
     Returns:
         The ``torch.export.ExportedProgram`` (call ``.module()`` to run it).
 
     Raises:
-        ValueError: on a bad ``input_shape`` or weights that do not fit (see :func:`load_network`).
+        ValueError: on a bad ``input_shape``, a ``network`` the bundle does not have, or weights that do not fit
+            (see :func:`load_network`).
     """
-    program, _ = _exported(bundle, ckpt, input_shape, dynamic, max_slices, max_size, override)
+    program, _ = _exported(bundle, ckpt, input_shape, dynamic, max_slices, max_size, override, network)
     if out is not None:
         with _staged(out) as tmp:
             torch.export.save(program, str(tmp))
@@ -295,7 +350,7 @@ def export_program(bundle: str | os.PathLike, ckpt: str | os.PathLike | None = N
 
 def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: str | os.PathLike,
                 input_shape: Sequence[int] | None = None, opset: int = 18, dynamic: bool = True,
-                max_slices: int = 1024, max_size: int = 4096, **override: Any) -> Path:
+                max_slices: int = 1024, max_size: int = 4096, network: str = "model", **override: Any) -> Path:
     """Export the bundle's network to ONNX (input ``image``, output ``pred`` = logits) with the dynamo exporter.
 
     The bundle's ``metadata.json`` and the export settings are stored in the model's ``metadata_props``
@@ -304,7 +359,7 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
 
     Args:
         bundle: bundle folder or name.
-        ckpt: weights (``None``: ``<bundle>/models/model.pt``).
+        ckpt: weights (``None``: ``<bundle>/models/model.pt``, ``localization.pt`` for ``network="localization"``).
         out: the ``.onnx`` file to write (atomically).
         input_shape: example input ``(B, C, X, Y, Z)`` (``(B, C, X, Y)`` for a 2D bundle); batch and channels stay
             fixed; default :func:`default_input_shape`.
@@ -312,19 +367,21 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
         dynamic: see :func:`export_program`; ``False`` gives a graph valid for ``input_shape`` only.
         max_slices: largest slice count of a dynamic export.
         max_size: largest in-plane size of a dynamic export.
+        network: see :func:`export_program`.
         override: config overrides used when the weights were trained.
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: on a bad ``input_shape`` or weights that do not fit.
+        ValueError: on a bad ``input_shape``, a ``network`` the bundle does not have, or weights that do not fit.
     """
     import onnx
 
+    _network_id(resolve_bundle(bundle), network)
     if input_shape is None:
-        input_shape = default_input_shape(bundle)
-    program, net = _exported(bundle, ckpt, input_shape, dynamic, max_slices, max_size, override)
+        input_shape = default_input_shape(bundle, network)
+    program, net = _exported(bundle, ckpt, input_shape, dynamic, max_slices, max_size, override, network)
     out = Path(out)
     root = resolve_bundle(bundle)
     with _staged(out) as tmp:
@@ -334,7 +391,7 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
         onnx_program.save(str(tmp))
         model = onnx.load(str(tmp))
         meta = (root / "configs" / "metadata.json").read_text(encoding="utf-8")
-        settings = {"bundle": root.name, "input_shape": list(input_shape), "dynamic": dynamic,
+        settings = {"bundle": root.name, "network": network, "input_shape": list(input_shape), "dynamic": dynamic,
                     "max_slices": max_slices if dynamic else None,
                     "size_multiple": size_multiple(net) if dynamic else None, "override": override}
         for key, value in (("monai_bundle_metadata", meta),
@@ -347,13 +404,15 @@ def export_onnx(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: 
 
 
 def export_torchscript(bundle: str | os.PathLike, ckpt: str | os.PathLike | None, out: str | os.PathLike,
-                       **override: Any) -> Path:
+                       network: str = "model", **override: Any) -> Path:
     """TorchScript export with ``monai.bundle.ckpt_export`` (metadata and inference config embedded).
 
     Args:
         bundle: bundle folder or name.
-        ckpt: weights (``None``: ``<bundle>/models/model.pt``).
+        ckpt: weights (``None``: ``<bundle>/models/model.pt``, ``localization.pt`` for ``network="localization"``).
         out: the ``.ts`` file to write (atomically).
+        network: ``"model"`` (``network_def``) or ``"localization"`` (``localization_def``); see
+            :func:`load_network`.
         override: config overrides used when the weights were trained.
 
     Returns:
@@ -361,53 +420,58 @@ def export_torchscript(bundle: str | os.PathLike, ckpt: str | os.PathLike | None
 
     Raises:
         FileNotFoundError: if the bundle or the weights are missing.
-        ValueError: if the weights are unreadable or do not fit.
+        ValueError: if the bundle has no such ``network``, or the weights are unreadable or do not fit.
     """
     from monai.bundle import ckpt_export
 
-    from spine_monai.bundle.record import inference_overrides
-
     root = resolve_bundle(bundle)
-    path = Path(ckpt) if ckpt is not None else root / "models" / "model.pt"
-    load_network(root, path, **override)  # one-line errors before MONAI's own
-    overlays, override = inference_overrides(path, (), override)
+    path = _weights_path(root, ckpt, network)
+    load_network(root, path, network=network, **override)  # one-line errors before MONAI's own
+    net_id, overlays, override = _network_settings(root, network, path, "inference", override)
     with _staged(out) as tmp:
-        ckpt_export(net_id="network_def", filepath=str(tmp), ckpt_file=str(path),
+        ckpt_export(net_id=net_id, filepath=str(tmp), ckpt_file=str(path),
                     meta_file=str(root / "configs" / "metadata.json"),
                     config_file=config_files(root, ["inference", *overlays]), bundle_root=str(root), **override)
     return Path(out)
 
 
 def export_cli(bundle: str, format: str = "torchscript", out: str | None = None, weights: str | None = None,
-               **overrides: Any) -> str:
-    """``python -m spine_monai export BUNDLE --format torchscript|onnx|program --out FILE [--weights FILE]``.
+               network: str = "model", **overrides: Any) -> str:
+    """``python -m spine_monai export BUNDLE --format torchscript|onnx|program --out FILE [--weights FILE]
+    [--network localization]``.
 
     Args:
         bundle: bundle folder or name.
         format: ``torchscript`` (``.ts``, via ``monai.bundle ckpt_export``), ``onnx`` or ``program``
             (``torch.export`` ``.pt2``).
-        out: the file to write; default ``model.ts`` / ``model.onnx`` / ``model.pt2`` beside the weights.
-        weights: the weights file (default ``<bundle>/models/model.pt``); its ``model_config.json`` supplies the
-            settings it was trained with.
+        out: the file to write; default ``model.ts`` / ``model.onnx`` / ``model.pt2`` beside the weights
+            (``localization.ts`` ... for the localisation net).
+        weights: the weights file (default ``<bundle>/models/model.pt``, or ``localization.pt`` with
+            ``--network localization``); its record (``model_config.json`` / ``localization_config.json``) supplies
+            the settings it was trained with.
+        network: which network to export: ``model`` (``network_def``, the segmentation net) or, for the
+            attention-driven CT bundle, ``localization`` (``localization_def``, the 2D localisation net; input
+            ``(B, 1, AP, SI)`` sagittal patches, sizes multiples of 16; default example ``input_shape``
+            ``[1,1,64,64]``).
         overrides: further options of the exporter (``input_shape``, ``dynamic``, ...) or config overrides.
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: for an unknown format or weights that do not fit.
+        ValueError: for an unknown format or network, or weights that do not fit.
     """
     suffixes = {"torchscript": ".ts", "onnx": ".onnx", "program": ".pt2"}
     if format not in suffixes:
         raise ValueError(f"--format {format!r}: choose one of {', '.join(suffixes)}.")
     root = resolve_bundle(bundle)
-    path = Path(weights) if weights is not None else root / "models" / "model.pt"
+    path = _weights_path(root, weights, network)
     target = Path(out) if out is not None else path.with_suffix(suffixes[format])
     if format == "torchscript":
-        return str(export_torchscript(root, path, target, **overrides))
+        return str(export_torchscript(root, path, target, network=network, **overrides))
     if format == "onnx":
-        return str(export_onnx(root, path, target, **overrides))
-    export_program(root, path, target, **overrides)
+        return str(export_onnx(root, path, target, network=network, **overrides))
+    export_program(root, path, target, network=network, **overrides)
     return str(target)
 
 

@@ -125,3 +125,16 @@ def test_weights_errors(tmp_path):
     torch.save({"model": SAUNet(features=(4, 8, 16)).state_dict(), "epoch": 3}, tmp_path / "nested.pt")
     assert "head.weight" in load_weights(tmp_path / "nested.pt")  # a {"model": state_dict} checkpoint is unwrapped
     assert not (tmp_path / "m.ts").exists()
+
+
+def test_network_option(tmp_path):
+    """``--network localization`` exists only for a bundle that defines ``localization_def`` (the CT bundle); the
+    CLI help documents it."""
+    from spine_monai.cli import command_help
+
+    with pytest.raises(ValueError, match="--network 'localization': bundle saunet_spine_mri_segmentation has no such "
+                                         "network; choose one of model"):
+        export_torchscript(BUNDLE, tmp_path / "model.pt", tmp_path / "m.ts", network="localization", **TINY)
+    assert list(tmp_path.iterdir()) == []
+    text = command_help("export")
+    assert "--network VALUE" in text and "localization_def" in text

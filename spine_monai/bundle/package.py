@@ -18,14 +18,21 @@ Checks run before anything is written (``run_checks=True``); each failure is a `
   CPU, ``"*"`` dimensions set to ``any_size``): output channels and dtype match ``network_data_format``;
 - ``weights``: ``models/model.pt``, when present, loads with ``torch.load(weights_only=True)`` as a plain state dict
   into ``network_def`` of ``inference.json`` (which applies the record ``models/model_config.json``) with every key
-  and shape matching; the record's sha256 must be that of ``model.pt`` and it must name no network overlay.
+  and shape matching; the record's sha256 must be that of ``model.pt`` and it must name no network overlay. A bundle
+  with a second network (:data:`NETWORKS`: the attention-driven CT bundle's localisation net, ``localization_def``
+  with ``models/localization.pt`` and its record ``localization_config.json``) gets the same check for that file
+  against its config id. The model's record decides whether the second network is used (its setting
+  ``use_localization``; true when absent, as in ``inference.json``): a used one must be present next to
+  ``model.pt``, an unused one must not be shipped.
 
 Both ``net-in-out`` and ``weights`` instantiate the bundle's network, i.e. run its configs' Python: package only
 bundles you trust (:data:`spine_monai.bundle.zipcheck.SECURITY_WARNING`).
 
 What goes into the zip: every regular file of the bundle except hidden files, ``__pycache__``/``*.pyc``, run outputs
 (:data:`EXCLUDED_DIRS`: ``eval/``, ``runs/``, ``logs/``, ``mlruns/``) and, under ``models/``, anything but
-:data:`WEIGHT_FILES` (training leaves other checkpoints there). Members are deflated, carry no extra field, the fixed
+:data:`WEIGHT_FILES` and, for a bundle whose ``inference.json`` defines a second network of :data:`NETWORKS`, that
+network's files (``localization.pt``, ``.ts``, ``.onnx`` and ``localization_config.json``; training leaves other
+checkpoints there). Members are deflated, carry no extra field, the fixed
 date 1980-01-01 and mode 0644/0755, and come in sorted order, so the same bundle gives a byte-identical zip.
 A symbolic link inside the bundle is refused (a zip member cannot safely be one). The zip is written to a temporary
 file next to the target and renamed into place, so an interrupted run never leaves a partial zip.
@@ -44,7 +51,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REQUIRED_FILES", "WEIGHT_FILES", "EXCLUDED_DIRS", "check_bundle", "bundle_files", "package_bundle"]
+__all__ = [
+    "REQUIRED_FILES",
+    "WEIGHT_FILES",
+    "NETWORKS",
+    "EXCLUDED_DIRS",
+    "bundle_networks",
+    "check_bundle",
+    "bundle_files",
+    "package_bundle",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +76,10 @@ REQUIRED_FILES = (
     "docs/data_license.txt",
 )
 WEIGHT_FILES = ("model.pt", "model.ts", "model.onnx", "model_config.json")
+#: the networks a bundle may hold: name -> (config id in ``configs/inference.json``, weights file in ``models/``).
+#: ``model`` (``network_def``) is every bundle's; a bundle has another one when its ``inference.json`` defines the id,
+#: and that network is used unless the model's record sets ``use_<name>`` to false.
+NETWORKS = {"model": ("network_def", "model.pt"), "localization": ("localization_def", "localization.pt")}
 EXCLUDED_DIRS = frozenset({"eval", "runs", "logs", "mlruns", "__pycache__"})
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "meta_schema.json"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -164,12 +184,49 @@ def _check_net_in_out(root: Path, any_size: int) -> None:
         raise _fail("net-in-out", root, f"verify_net_in_out on inference.json failed ({type(e).__name__}: {e})") from e
 
 
-def _check_weights(root: Path) -> None:
+def bundle_networks(root: Path) -> list[str]:
+    """Names of the :data:`NETWORKS` a bundle folder holds: ``model`` and each other one whose config id is defined
+    in its ``configs/inference.json`` (read as JSON, nothing is run; ``["model"]`` when it cannot be read)."""
+    try:
+        ids = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ["model"]
+    if not isinstance(ids, dict):
+        return ["model"]
+    return ["model", *(name for name, (net_id, _) in NETWORKS.items() if name != "model" and net_id in ids)]
+
+
+def _weight_files(root: Path) -> frozenset[str]:
+    """The files of ``models/`` that go into the zip: :data:`WEIGHT_FILES` plus those of the bundle's other networks
+    (``<stem>.pt``, ``.ts``, ``.onnx`` and the record ``<stem>_config.json``)."""
+    files = set(WEIGHT_FILES)
+    for name in bundle_networks(root)[1:]:
+        stem = Path(NETWORKS[name][1]).stem
+        files.update({f"{stem}.pt", f"{stem}.ts", f"{stem}.onnx", f"{stem}_config.json"})
+    return frozenset(files)
+
+
+def _uses(root: Path, model: Path, name: str) -> bool:
+    """Whether the weights ``model`` need the bundle's network ``name``: their record's ``use_<name>`` (true when
+    there is no record or no such setting, as ``inference.json`` reads it)."""
+    from spine_monai.bundle.record import as_bool, read_record
+
+    try:
+        record = read_record(model)
+    except ValueError as e:
+        raise _fail("weights", root, str(e)) from None
+    value = (record or {}).get("settings", {}).get(f"use_{name}", True)
+    try:
+        return as_bool(value, f"use_{name}")
+    except ValueError as e:
+        raise _fail("weights", root, f"record of {model.name}: {e}") from None
+
+
+def _check_weights_file(root: Path, path: Path, net_id: str) -> None:
+    """``path`` loads with ``weights_only=True`` as a plain state dict, its record matches it and names no network
+    overlay, and it fits ``net_id`` of ``inference.json`` (which applies the records itself)."""
     import torch
 
-    path = root / "models" / "model.pt"
-    if not path.is_file():
-        return
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError for anything but tensors and plain containers
@@ -191,11 +248,29 @@ def _check_weights(root: Path) -> None:
             raise _fail("weights", root, f"{path.name} was trained with overlay(s) {record['overlays']}, which "
                                          "inference.json alone cannot rebuild; package the weights of a run without "
                                          "network overlays")
-    net = _inference_parser(root).get_parsed_content("network_def")  # inference.json applies the record itself
+    net = _inference_parser(root).get_parsed_content(net_id)
     try:
         _check_fits(net, state, path, root.name)
     except ValueError as e:
         raise _fail("weights", root, str(e)) from None
+
+
+def _check_weights(root: Path) -> None:
+    model = root / "models" / "model.pt"
+    if model.is_file():
+        _check_weights_file(root, model, "network_def")
+    for name in bundle_networks(root)[1:]:
+        net_id, file_name = NETWORKS[name]
+        path = root / "models" / file_name
+        used = not model.is_file() or _uses(root, model, name)  # a stage trained alone (no model.pt yet) is checked
+        if model.is_file() and used and not path.is_file():
+            raise _fail("weights", root, f"{path}: missing; model.pt (use_{name} true or not recorded) needs the "
+                                         f"{name} network's weights beside it")
+        if path.is_file() and not used:
+            raise _fail("weights", root, f"{path}: not used by model.pt (its record sets use_{name} false); remove "
+                                         "it, so the zip does not ship weights nothing checks or loads")
+        if path.is_file():
+            _check_weights_file(root, path, net_id)
 
 
 def check_bundle(bundle: str | os.PathLike, any_size: int = 16) -> dict[str, Any]:
@@ -231,6 +306,7 @@ def bundle_files(root: Path, include_weights: bool = True) -> Iterator[Path]:
     Raises:
         ValueError: for a symbolic link or a special file inside the bundle.
     """
+    weight_files = _weight_files(root)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
@@ -245,7 +321,7 @@ def bundle_files(root: Path, include_weights: bool = True) -> Iterator[Path]:
             mode = os.lstat(here / name).st_mode
             if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
                 raise _fail("files", root, f"{rel} is a symbolic link or not a regular file")
-            if rel.parts[0] == "models" and (not include_weights or len(rel.parts) != 2 or name not in WEIGHT_FILES):
+            if rel.parts[0] == "models" and (not include_weights or len(rel.parts) != 2 or name not in weight_files):
                 continue
             yield rel
 
@@ -270,29 +346,49 @@ def _write_zip(root: Path, files: list[Path], name: str, target: Path) -> None:
         raise
 
 
-def _stage_with_weights(root: Path, weights: Path, work: Path) -> Path:
-    """A copy of the bundle ``root`` in ``work/<name>`` whose ``models/`` holds only ``weights`` and its record."""
+def _stage_file(weights: Path, dest: Path, name: str) -> None:
+    """Copy ``weights`` to ``dest`` with its record (``weights`` field set to ``name``), or warn that it has none."""
     import shutil
 
     from spine_monai.bundle.record import record_path
 
+    shutil.copyfile(weights, dest)
+    rec = record_path(weights)
+    if rec.is_file():
+        data = json.loads(rec.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data["weights"] = name
+        record_path(dest).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    else:
+        logger.warning("%s has no configuration record (%s); packaging it with the bundle's default settings",
+                       weights, rec.name)
+
+
+def _stage_with_weights(root: Path, weights: Path, work: Path) -> Path:
+    """A copy of the bundle ``root`` in ``work/<name>`` whose ``models/`` holds only ``weights`` and its record, and,
+    for a bundle with a second network that the weights use (:func:`_uses`), that network's weights file found next
+    to ``weights`` (e.g. ``localization.pt``) with its record."""
+    import shutil
+
     if not weights.is_file():
         raise _fail("weights", root, f"{weights}: weights file not found")
+    others = []
+    for name in bundle_networks(root)[1:]:
+        file_name = NETWORKS[name][1]
+        if _uses(root, weights, name):
+            other = weights.with_name(file_name)
+            if not other.is_file():
+                raise _fail("weights", root, f"{other}: {name} weights not found; {weights.name} was trained with "
+                                             f"use_{name} true (or has no record) and needs them next to it")
+            others.append((other, file_name))
     staged = work / root.name
     for rel in bundle_files(root, include_weights=False):
         (staged / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, staged / rel)
     (staged / "models").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, staged / "models" / "model.pt")
-    rec = record_path(weights)
-    if rec.is_file():
-        data = json.loads(rec.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            data["weights"] = "model.pt"
-        (staged / "models" / "model_config.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    else:
-        logger.warning("%s has no configuration record (%s); packaging it with the bundle's default settings",
-                       weights, rec.name)
+    _stage_file(weights, staged / "models" / "model.pt", "model.pt")
+    for other, file_name in others:
+        _stage_file(other, staged / "models" / file_name, file_name)
     return staged
 
 
@@ -305,19 +401,22 @@ def package_bundle(bundle: str, out_dir: str = "dist", run_checks: bool = True, 
         out_dir: folder that receives the zip (created when missing); an existing zip of the same name is replaced.
         run_checks: run :func:`check_bundle` first (only the metadata is read when ``False``).
         include_weights: add ``models/model.pt`` with its record ``model_config.json``, ``model.ts`` and
-            ``model.onnx`` when present.
+            ``model.onnx`` when present (and the same files of a second network, e.g. ``localization.pt``).
         any_size: see :func:`check_bundle`.
         weights: package a trained run instead of the bundle's own ``models/``: this weights file (e.g.
             ``runs/x/models/model.pt``) becomes ``models/model.pt`` of the zip, with its configuration record
-            ``model_config.json``, so the installed zip segments with the run's settings and no flag. The checks
-            run on exactly what is zipped.
+            ``model_config.json``, so the installed zip segments with the run's settings and no flag. For a bundle
+            with a second network (:data:`NETWORKS`) that these weights use, its weights next to them
+            (``runs/x/models/localization.pt`` and ``localization_config.json``) are packaged too. The checks run on
+            exactly what is zipped.
 
     Returns:
         Path of the written zip.
 
     Raises:
-        ValueError: naming the failed check (see the module docstring), or a bundle folder name that is not a plain
-            name (the zip's top-level folder).
+        ValueError: naming the failed check (see the module docstring; a second network's weights that ``weights``
+            need but that are not next to them fail ``weights``, naming the file), or a bundle folder name that is
+            not a plain name (the zip's top-level folder).
         FileNotFoundError: if no bundle folder is found.
     """
     from spine_monai.bundle.runner import resolve_bundle

@@ -221,3 +221,17 @@ def test_cli_then_monai_download_load_and_infer(bundle, tmp_path):
           "--bundle_root", str(root), "--dataset_dir", str(img), "--output_dir", str(tmp_path / "pred")], cwd=work)
     seg = nib.load(str(next((tmp_path / "pred").glob("*_seg.nii.gz"))))
     assert seg.shape == nib.load(str(img)).shape
+
+
+def test_bundle_without_a_second_network_ignores_localization_files(bundle, tmp_path):
+    """Only a bundle whose inference.json defines ``localization_def`` ships or needs ``localization.pt``: for
+    SAU-Net, such files in ``models/`` or beside ``--weights`` are left out, as any other file there, and unchecked."""
+    for folder in (bundle / "models", tmp_path / "run"):
+        folder.mkdir(exist_ok=True)
+        for name in ("localization.pt", "localization_config.json"):
+            (folder / name).write_text("not a weights file")
+    shutil.copy2(bundle / "models" / "model.pt", tmp_path / "run" / "model.pt")
+    for weights in (None, str(tmp_path / "run" / "model.pt")):
+        out = package_bundle(str(bundle), out_dir=str(tmp_path / "dist"), weights=weights)
+        with zipfile.ZipFile(out) as zf:
+            assert sorted(n for n in zf.namelist() if "/models/" in n) == [f"{NAME}/models/model.pt"]
