@@ -21,7 +21,9 @@ Checks run before anything is written (``run_checks=True``); each failure is a `
   and shape matching; the record's sha256 must be that of ``model.pt`` and it must name no network overlay. A bundle
   with a second network (:data:`NETWORKS`: the attention-driven CT bundle's localisation net, ``localization_def``
   with ``models/localization.pt`` and its record ``localization_config.json``) gets the same check for that file
-  against its config id. The model's record decides whether the second network is used (its setting
+  against its config id, and its record must agree with ``<name>_settings`` of ``inference.json`` where the bundle
+  defines it (the pre-processing the two networks share: two records of different runs are refused, as the zip's
+  ``inference.json`` would refuse them). The model's record decides whether the second network is used (its setting
   ``use_localization``; true when absent, as in ``inference.json``): a used one must be present next to
   ``model.pt``, an unused one must not be shipped.
 
@@ -184,15 +186,20 @@ def _check_net_in_out(root: Path, any_size: int) -> None:
         raise _fail("net-in-out", root, f"verify_net_in_out on inference.json failed ({type(e).__name__}: {e})") from e
 
 
+def _inference_ids(root: Path) -> frozenset[str]:
+    """The top-level ids of a bundle folder's ``configs/inference.json`` (read as JSON, nothing is run; empty when
+    it cannot be read)."""
+    try:
+        config = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset(config) if isinstance(config, dict) else frozenset()
+
+
 def bundle_networks(root: Path) -> list[str]:
     """Names of the :data:`NETWORKS` a bundle folder holds: ``model`` and each other one whose config id is defined
-    in its ``configs/inference.json`` (read as JSON, nothing is run; ``["model"]`` when it cannot be read)."""
-    try:
-        ids = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ["model"]
-    if not isinstance(ids, dict):
-        return ["model"]
+    in its ``configs/inference.json``."""
+    ids = _inference_ids(root)
     return ["model", *(name for name, (net_id, _) in NETWORKS.items() if name != "model" and net_id in ids)]
 
 
@@ -222,9 +229,12 @@ def _uses(root: Path, model: Path, name: str) -> bool:
         raise _fail("weights", root, f"record of {model.name}: {e}") from None
 
 
-def _check_weights_file(root: Path, path: Path, net_id: str) -> None:
+def _check_weights_file(root: Path, path: Path, net_id: str, settings_id: str | None = None) -> None:
     """``path`` loads with ``weights_only=True`` as a plain state dict, its record matches it and names no network
-    overlay, and it fits ``net_id`` of ``inference.json`` (which applies the records itself)."""
+    overlay, it fits ``net_id`` of ``inference.json`` (which applies the records itself) and, with ``settings_id``,
+    its record agrees with those settings as ``inference.json`` resolves them (for a second network: the
+    pre-processing it shares with ``model.pt``, whose record sets it; :func:`spine_monai.bundle.record.check_settings`,
+    which the zip's inference would run first)."""
     import torch
 
     try:
@@ -248,17 +258,28 @@ def _check_weights_file(root: Path, path: Path, net_id: str) -> None:
             raise _fail("weights", root, f"{path.name} was trained with overlay(s) {record['overlays']}, which "
                                          "inference.json alone cannot rebuild; package the weights of a run without "
                                          "network overlays")
-    net = _inference_parser(root).get_parsed_content(net_id)
+    parser = _inference_parser(root)
+    net = parser.get_parsed_content(net_id)
     try:
         _check_fits(net, state, path, root.name)
     except ValueError as e:
         raise _fail("weights", root, str(e)) from None
+    if settings_id is not None and record is not None:
+        from spine_monai.bundle.record import check_settings
+
+        try:
+            check_settings(path, parser.get_parsed_content(settings_id))
+        except ValueError as e:
+            why = str(e).partition("; drop --")[0]  # the hint for a run's override does not apply here
+            raise _fail("weights", root, f"{path.name} and model.pt come from runs with other settings: {why}; "
+                                         f"package the {path.name} of model.pt's run") from None
 
 
 def _check_weights(root: Path) -> None:
     model = root / "models" / "model.pt"
     if model.is_file():
         _check_weights_file(root, model, "network_def")
+    ids = _inference_ids(root)
     for name in bundle_networks(root)[1:]:
         net_id, file_name = NETWORKS[name]
         path = root / "models" / file_name
@@ -270,7 +291,7 @@ def _check_weights(root: Path) -> None:
             raise _fail("weights", root, f"{path}: not used by model.pt (its record sets use_{name} false); remove "
                                          "it, so the zip does not ship weights nothing checks or loads")
         if path.is_file():
-            _check_weights_file(root, path, net_id)
+            _check_weights_file(root, path, net_id, f"{name}_settings" if f"{name}_settings" in ids else None)
 
 
 def check_bundle(bundle: str | os.PathLike, any_size: int = 16) -> dict[str, Any]:

@@ -31,10 +31,14 @@ NAME = "attention_driven_spine_ct_segmentation"
 BUNDLE = REPO / "bundles" / NAME
 FEATURES = [4, 8, 8, 8, 8]
 LOC_FEATURES = [4, 4, 8, 8, 8, 8, 8, 8, 4]
-SETTINGS = {"features": FEATURES, "loc_features": LOC_FEATURES, "norm": "batch", "loc_norm": "batch",
-            "pixdim": [4.0, 4.0, 4.0], "roi_size": [12, 32, 32], "loc_patch_size": [32, 32], "slice_step": 2,
-            "attention_sigma": [1.0, 2.0, 2.0], "attention_threshold": 0.1, "use_localization": True,
-            "use_diffusion": False}
+PREPROCESSING = {"pixdim": [4.0, 4.0, 4.0], "hu_window": [-500, 1300], "use_diffusion": False,
+                 "diffusion_iterations": 5, "diffusion_conductance": 2.0}
+# as training writes them: the segmentation net's settings with model.pt, stage 1's with localization.pt
+SETTINGS = {**PREPROCESSING, "use_localization": True, "roi_size": [12, 32, 32], "features": FEATURES,
+            "norm": "batch", "dropout": 0.5}
+LOC_SETTINGS = {**PREPROCESSING, "slice_step": 2, "loc_patch_size": [32, 32], "loc_features": LOC_FEATURES,
+                "loc_norm": "batch", "attention_sigma": [1.0, 2.0, 2.0], "attention_threshold": 0.1,
+                "attention_dilation": 0}
 ATOL, RTOL = 1e-4, 1e-4
 LOC_INPUT = (1, 1, 48, 64)  # one sagittal patch (B, C, AP, SI), other than the exported example (1, 1, 64, 64)
 
@@ -67,9 +71,9 @@ def _write_run(models: Path, settings: dict, localization: bool = True) -> Path:
     torch.save(_non_trivial(seg).state_dict(), models / "model.pt")
     write_record(models / "model.pt", settings, bundle_root=BUNDLE, metric={"name": "val_mean_dice", "value": 0.5})
     if localization:
-        loc = AttentionLocalisationNet2D(features=LOC_FEATURES, norm=settings["loc_norm"])
+        loc = AttentionLocalisationNet2D(features=LOC_FEATURES, norm=LOC_SETTINGS["loc_norm"])
         torch.save(_non_trivial(loc).state_dict(), models / "localization.pt")
-        write_record(models / "localization.pt", settings, bundle_root=BUNDLE,
+        write_record(models / "localization.pt", LOC_SETTINGS, bundle_root=BUNDLE,
                      metric={"name": "val_mask_dice", "value": 0.5})
     return models / "model.pt"
 
@@ -102,7 +106,7 @@ def test_zip_holds_both_networks_and_their_records(packaged, run_models):
         assert models[f"models/{stem}.pt"] == (run_models / f"{stem}.pt").read_bytes()
         record = json.loads(models[f"models/{stem}_config.json"])
         assert record["weights"] == f"{stem}.pt" and record["sha256"] == sha256_file(run_models / f"{stem}.pt")
-        assert record["settings"]["loc_features"] == LOC_FEATURES
+        assert record["settings"] == (SETTINGS if stem == "model" else LOC_SETTINGS)
 
 
 @pytest.mark.slow
@@ -168,6 +172,9 @@ def _bundle_with(run_models: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("damage, match", [
     ("other_weights", r"localization_config\.json was written for other weights"),
     ("wider", r"localization\.pt: weights do not match the network.*shape mismatch"),
+    ("other_run", r"localization\.pt and model\.pt come from runs with other settings: .*trained with "
+                  r"pixdim=\[2\.0,2\.0,2\.0\] \(localization_config\.json\) but this run uses "
+                  r"pixdim=\[4\.0,4\.0,4\.0\]"),
     ("module", r"localization\.pt does not load with torch\.load\(weights_only=True\)"),
     ("missing", r"localization\.pt: missing; model\.pt .*needs the localization network's weights"),
 ])
@@ -180,7 +187,9 @@ def test_bundle_models_check_the_localization_weights(run_models, tmp_path, dama
         torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, loc)
     elif damage == "wider":
         torch.save(AttentionLocalisationNet2D(features=[8] * 9, norm="batch").state_dict(), loc)
-        write_record(loc, SETTINGS)
+        write_record(loc, LOC_SETTINGS)
+    elif damage == "other_run":  # a localisation net trained on 2 mm voxels beside a segmentation net on 4 mm ones
+        write_record(loc, {**LOC_SETTINGS, "pixdim": [2.0, 2.0, 2.0]})
     elif damage == "module":
         torch.save(AttentionLocalisationNet2D(features=LOC_FEATURES), loc)
     else:
