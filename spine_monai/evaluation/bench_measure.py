@@ -144,6 +144,8 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         in_ch = int(parser["network_def"].get("in_channels", 1))
         x = torch.rand(1, in_ch, *size, device=dev)
         if job["inferer"] == "config":
+            if "localization_ckpt" in parser:  # a two-stage bundle: time random weights, like the network's own
+                parser["localization_ckpt"] = None
             inferer = parser.get_parsed_content("inferer")
             res["inferer"] = (f"{type(inferer).__name__} roi={list(getattr(inferer, 'roi_size', []))} "
                               f"overlap={getattr(inferer, 'overlap', '')} mode={getattr(inferer, 'mode', '')}")
@@ -176,6 +178,11 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(dev)
         with torch.inference_mode(), autocast:
             res.update(_timed(run, job["warmup"], job["repeats"], job.get("budget"), sync))
+            stage1 = getattr(inferer, "mask", None) if job["inferer"] == "config" else None
+            if callable(stage1) and getattr(inferer, "use_localization", False):
+                # a two-stage inferer (AttentionFusionInferer): stage 1 alone, so the report gives each stage's share
+                timed = _timed(lambda: stage1(x), job["warmup"], job["repeats"], job.get("budget"), sync)
+                res["stage1_s"] = timed["median_s"]
         res["peak_rss_mb"] = _maxrss_mb()  # before profiling, which adds its own memory
         if job.get("profile"):
             from torch.profiler import ProfilerActivity, profile

@@ -62,6 +62,17 @@ def render_markdown(data: Mapping[str, Any], sections: Sequence[tuple[str, str, 
             if env["device"].startswith("cuda"):
                 cells.append(_fmt(r.get("peak_cuda_mb"), ".0f", r.get("peak_cuda_mb_ratio")))
             lines.append("| " + " | ".join(cells) + " |")
+        staged = [r for r in rows if r["kind"] == "infer" and r.get("stage1_s") and r.get("latency_s")]
+        if staged:
+            lines += ["", "Two-stage inference: stage 1 (localisation on every n-th sagittal slice, up-sampling, "
+                      "smoothing, threshold) timed alone, stage 2 (sliding-window segmentation and fusion) = the "
+                      "rest.", "", "| network | input | stage 1 (s) | stage 2 (s) | stage 1 share |",
+                      "|---|---|---|---|---|"]
+            for r in staged:
+                s1, total = float(r["stage1_s"]), float(r["latency_s"])
+                size = "x".join(map(str, r["size"]))
+                share = f"{100 * s1 / total:.1f}%"
+                lines.append(f"| {r['label']} | {size} | {s1:.3f} | {max(total - s1, 0.0):.3f} | {share} |")
         train_rows = [r for r in rows if r["kind"] == "train"]
         if train_rows:
             lines += ["", "Training: one optimizer step on the bundle's training batch.", "",

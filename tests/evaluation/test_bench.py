@@ -78,6 +78,26 @@ def test_measure_sliding_window_counts_windows():
     assert res["flops"] == 9 * one["flops"]
 
 
+def test_measure_two_stage_inferer_times_stage_one():
+    """The CT bundle's AttentionFusionInferer: both stages timed together, stage 1 alone, and the report's shares."""
+    from spine_monai.evaluation.bench_report import render_markdown
+
+    ct = BUNDLE.parent / "attention_driven_spine_ct_segmentation"
+    over = {"features": [4, 8, 16, 32, 64], "loc_features": [4, 4, 8, 8, 8, 8, 8, 8, 4], "roi_size": [12, 32, 32],
+            "loc_patch_size": [32, 32], "slice_step": 4, "attention_sigma": [1.0, 2.0, 2.0]}
+    res = measure({**_job("infer", [], over, {}, inferer="config"), "bundle": str(ct), "size": [16, 48, 48]})
+    assert res["windows"] > 0 and "AttentionFusionInferer" in res["inferer"]
+    assert 0 < res["stage1_s"] and res["median_s"] > 0
+    row = {**res, "kind": "infer", "label": "Attention + segmentation net", "size": [16, 48, 48],
+           "latency_s": max(res["median_s"], res["stage1_s"])}
+    env = {"device": "cpu", "cpu": "x", "cpu_count": 2, "threads": 1, "torch": "t", "monai": "m", "python": "p",
+           "platform": "l"}
+    st = {"repeats": 2, "warmup": 0, "train_repeats": 1, "train_warmup": 0, "time_budget_s": None, "amp_bf16": False,
+          "overrides": {}}
+    md = render_markdown({"environment": env, "settings": st}, [("ct", "it", [row], [])])
+    assert "| Attention + segmentation net | 16x48x48 |" in md and "stage 1 share" in md
+
+
 @pytest.mark.slow
 def test_bench_tiny_run_writes_json_and_ratios(tmp_path):
     md_path = bench(str(BUNDLE), sizes="3x32x32", methods="saunet,unet3d", repeats=2, warmup=1, threads=1,
