@@ -1,8 +1,11 @@
 """The main job, ``python -m spine_monai demo``: phantoms -> train a bundle -> evaluate on held-out phantoms -> infer.
 
 ``--bundle`` chooses the method (default SAU-Net; ``seam_spine_us_segmentation`` runs FPN + SEAM on ultrasound VPI
-phantoms and adds the Cobb-angle error against the phantoms' true angles). Everything runs through the bundle's own
-configs with overrides (and, for SEAM, its ``cpu_small.json`` overlay) that size the run for a CPU: :data:`SPECS`.
+phantoms and adds the Cobb-angle error against the phantoms' true angles; ``attention_driven_spine_ct_segmentation``
+runs Sekuboyina et al.'s two-stage method on thoracolumbar CT phantoms: its ``train.json`` trains the localisation
+net, then the segmentation net, and inference fuses both). Everything runs through the bundle's own configs with
+overrides (and, for SEAM, SAFNet and the CT method, CPU overlays such as ``cpu_small.json``) that size the run for a
+CPU: :data:`SPECS`.
 The output folder's ``README.md`` holds what was run: the command that repeats it, the same steps as
 ``python -m spine_monai phantoms`` and ``python -m monai.bundle run`` commands with every override, the result table
 and the environment the figures hold for.
@@ -55,6 +58,14 @@ DEMO_OVERRIDES: dict[str, Any] = {
 }
 
 
+#: CPU recipe of the attention-driven CT bundle on top of its ``cpu_small.json`` (stage 1 ``loc_epochs``, stage 2
+#: ``epochs``, validation every ``val_interval`` epochs of each), sized from a measured short run with the demo's 12 + 4
+#: full-size phantoms on one core of a shared 2-core AMD EPYC VM (1 torch thread, no loader workers): phantoms 3.3 s
+#: a case, caching the pre-processed volumes 60 s, a stage-1 epoch 2.5 s (+ 6 s validation with the mask search), a
+#: stage-2 epoch 30 s (+ 10 s validation), inference 7 s and metrics 11 s a test volume: about 10 minutes in all.
+CT_DEMO_OVERRIDES: dict[str, Any] = {"epochs": 10, "loc_epochs": 20, "val_interval": 5}
+
+
 #: MRSpineSeg's 19 structures (the multi-class MRI phantoms' labels), scored by the SAFNet demo.
 MRSPINESEG_CLASSES: dict[int, str] = {
     1: "S", 2: "L5", 3: "L4", 4: "L3", 5: "L2", 6: "L1", 7: "T12", 8: "T11", 9: "T10", 10: "T9", 11: "L5/S",
@@ -88,7 +99,11 @@ SPECS: dict[str, DemoSpec] = {
     "safnet_spine_mri_segmentation": DemoSpec(
         "SAFNet", "mri", ("cpu_small", "phantom_crop", "loss_ce"), {"epochs": 40, "val_interval": 4}, "imagesTr",
         "labelsTr", ".nii.gz", MRSPINESEG_CLASSES, 16, 4, binary=False),
+    "attention_driven_spine_ct_segmentation": DemoSpec(
+        "Attention-driven 2D/3D U-Net", "ct", ("cpu_small",), CT_DEMO_OVERRIDES, "imagesTr", "labelsBinTr", ".nii.gz",
+        {1: "spine"}, 12, 4),
 }
+
 
 def _device(device: str) -> str:
     import torch
@@ -164,6 +179,15 @@ def _fingerprint_volumes(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def _other_weights(bundle: Path, ckpt: Path) -> dict[str, Path]:
+    """``{name: file}`` of the bundle's other trained networks beside ``ckpt`` (the attention-driven CT bundle's
+    stage-1 ``localization.pt``; :data:`spine_monai.bundle.package.NETWORKS`)."""
+    from spine_monai.bundle.package import NETWORKS, bundle_networks
+
+    files = {name: ckpt.with_name(NETWORKS[name][1]) for name in bundle_networks(bundle)[1:]}
+    return {name: path for name, path in files.items() if path.is_file()}
+
+
 def _fingerprint_weights(path: Path) -> str:
     """SHA-256 (first 16 hex digits) over the tensors of a checkpoint (not the file, whose bytes hold no values
     alone)."""
@@ -214,6 +238,9 @@ def _readme(out: Path, bundle: Path, spec: DemoSpec, cmd: str, args: Mapping[str
     overlays = "".join(f",'$B/configs/{o}.json'" for o in spec.overlays)
     train_configs = f"\"['$B/configs/train.json'{overlays}]\"" if spec.overlays else "$B/configs/train.json"
     seg_name = f"segmentation{spec.suffix}"
+    # a two-network bundle's other weights (the CT method's stage-1 localization.pt), read from beside model.pt
+    others = [k[: -len("_weights")] for k in info["fingerprints"] if k.endswith("_weights")]
+    other_files = "".join(f", `models/{name}.pt` ({name} net)" for name in others)
     lines = [
         f"# {spec.method} demo: phantoms -> training -> held-out evaluation -> {what}",
         "",
@@ -259,7 +286,8 @@ def _readme(out: Path, bundle: Path, spec: DemoSpec, cmd: str, args: Mapping[str
         "(TP green, FP red, FN blue) with the slice's and the volume's Dice;",
         "- `metrics.csv` (per case and class), `metrics.md`, `summary.json` (everything below in JSON)"
         + (", `cobb.csv`;" if info.get("cobb") else ";"),
-        "- `data/`, `test/` (phantoms and datalists), `models/model.pt`, `train_logs/` (TensorBoard), `test_pred/`.",
+        f"- `data/`, `test/` (phantoms and datalists), `models/model.pt`{other_files}, `train_logs/` (TensorBoard), "
+        "`test_pred/`.",
         "",
         "## Repeat",
         "",
@@ -283,8 +311,10 @@ def _readme(out: Path, bundle: Path, spec: DemoSpec, cmd: str, args: Mapping[str
         f"{_shell(str(ckpt), out)} {_flags(infer_overrides, out)}",
         "```",
         "",
-        "The trained model carries its settings (`models/model_config.json` beside `models/model.pt`), so it is used "
-        "with no further flag, e.g. on your own " + ("image:" if two_d else "scan:"),
+        "The trained model carries its settings (`models/model_config.json` beside `models/model.pt`"
+        + "".join(f"; `{name}_config.json` beside `{name}.pt`, which inference reads from the folder of the weights"
+                  for name in others)
+        + "), so it is used with no further flag, e.g. on your own " + ("image:" if two_d else "scan:"),
         "",
         "```bash",
         f"python -m spine_monai segment $B -i {'vpi.png' if two_d else 'scan.nii.gz'} -o "
@@ -309,6 +339,7 @@ def _readme(out: Path, bundle: Path, spec: DemoSpec, cmd: str, args: Mapping[str
         f"| phantom fingerprint (train, test) | `{info['fingerprints']['train_data']}`, "
         f"`{info['fingerprints']['test_data']}` |",
         f"| weights fingerprint | `{info['fingerprints']['weights']}` |",
+        *(f"| {name} weights fingerprint | `{info['fingerprints'][f'{name}_weights']}` |" for name in others),
         "",
         f"Checkpoint: `{ckpt.relative_to(out) if ckpt.is_relative_to(out) else ckpt}`. Overlays: "
         f"`{list(spec.overlays)}`. Full train.json overrides: `{json.dumps(info['overrides'])}`.",
@@ -327,11 +358,12 @@ def run_demo(out: str | os.PathLike = "demo_out", bundle: str = "saunet_spine_mr
         bundle: the method: ``saunet_spine_mri_segmentation`` (SAU-Net on sagittal MRI phantoms) or
             ``seam_spine_us_segmentation`` (FPN + SEAM on ultrasound VPI phantoms, with the Cobb-angle error) or
             ``safnet_spine_mri_segmentation`` (SAFNet on multi-class MRI phantoms, 19 structures, CPU recipe with
-            the softmax cross-entropy).
+            the softmax cross-entropy) or ``attention_driven_spine_ct_segmentation`` (Sekuboyina et al.'s
+            localisation net + 2D/3D U-Net with late fusion on CT phantoms, both stages trained, ``cpu_small``).
         n: training phantoms (5 folds; fold 0 validates for checkpoint selection); default 16 (SAU-Net, SAFNet), 24
-            (SEAM).
+            (SEAM), 12 (attention-driven CT).
         n_test: held-out test phantoms (another seed), never seen in training or model selection; default 4
-            (SAU-Net, SAFNet), 8 (SEAM).
+            (SAU-Net, SAFNet, attention-driven CT), 8 (SEAM).
         seed: phantom seed (test phantoms use ``seed + 1000``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda:0"``.
         shape_scale: phantom size factor (1.0 = full size: 256-512 pixels in-plane for MRI, about 1100 x 270 for US).
@@ -508,6 +540,7 @@ def _run(out: Path, name: str, spec: DemoSpec, n: int, n_test: int, seed: int, d
             "train_data": _fingerprint_volumes(sorted((data_dir / spec.images).glob(f"*{spec.suffix}"))),
             "test_data": _fingerprint_volumes(sorted((test_dir / spec.images).glob(f"*{spec.suffix}"))),
             "weights": _fingerprint_weights(ckpt),
+            **{f"{name}_weights": _fingerprint_weights(path) for name, path in _other_weights(bundle, ckpt).items()},
         },
     }
     (out / "summary.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")

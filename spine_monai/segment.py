@@ -10,7 +10,9 @@ Inter-Slice Attention", MIDL 2020, PMLR 121:903-913), and adds what a user needs
 - checks before the network runs, each failing with ONE line that names the file and the problem (``ValueError``
   or ``FileNotFoundError``; the CLI prints ``error: ...`` and exits with status 2): missing or unreadable input, a
   2D image or a single slice, a 4D image, an empty, constant or NaN/Inf image, unknown bundle, missing weights,
-  weights that do not fit the network, an unwritable output folder, an existing output (unless ``overwrite``);
+  weights that do not fit the network (for a two-network bundle also the second network's file beside them, e.g.
+  the attention-driven CT bundle's ``localization.pt``), an unwritable output folder, an existing output (unless
+  ``overwrite``);
 - the label map (uint8) in the input's own geometry (``Invertd`` in the bundle's post-processing; a DICOM series
   gives a NIfTI with the series' geometry), written atomically: every output is first produced in a temporary
   folder beside the target and renamed into place at the end, so a failure leaves no partial or stale file;
@@ -275,6 +277,38 @@ def _resolve_weights(root: Path, weights: str | os.PathLike | None) -> Path:
     return path
 
 
+def _check_other_networks(root: Path, ckpt: Path, overrides: dict[str, Any]) -> None:
+    """One line, before the bundle runs, for a second network whose weights the inference config cannot load.
+
+    A bundle whose ``inference.json`` defines a second network (:data:`spine_monai.bundle.package.NETWORKS`: the
+    attention-driven CT bundle's localisation net) loads its weights from beside ``ckpt`` (``localization.pt``
+    next to ``model.pt``; ``--localization_ckpt`` overrides it) when the weights' record says the method uses it
+    (``use_localization``, true when absent, as ``inference.json`` reads it). Without this check a missing or
+    non-matching file fails inside MONAI's config parser with a traceback.
+
+    Raises:
+        FileNotFoundError: the second network's weights are missing (naming the file and where they come from).
+        ValueError: they are unreadable or do not fit (one line from :func:`spine_monai.export.load_network`).
+    """
+    from spine_monai.bundle.package import NETWORKS, bundle_networks
+    from spine_monai.bundle.record import as_bool, read_settings
+    from spine_monai.export import load_network
+
+    settings = {**read_settings(ckpt), **overrides}
+    for name in bundle_networks(root)[1:]:
+        if not as_bool(settings.get(f"use_{name}", True), f"use_{name}"):
+            continue
+        path = Path(overrides.get(f"{name}_ckpt", ckpt.with_name(NETWORKS[name][1]))).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: the {name} network's weights are missing; bundle {root.name} runs it before {ckpt.name} "
+                f"and reads them from beside the weights (training writes {path.name} next to model.pt): copy "
+                f"{path.name} and its record {path.stem}_config.json there."
+            )
+        rest = {k: v for k, v in overrides.items() if k != f"{name}_ckpt"}
+        load_network(root, path, network=name, **rest)  # one-line error for unreadable or non-matching weights
+
+
 def label_names(root: Path) -> dict[int, str]:
     """``{value: name}`` from ``network_data_format.outputs.pred.channel_def`` of the bundle metadata."""
     meta = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
@@ -348,7 +382,9 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
             image input a ``.png`` of the image's size.
         weights: weights file; default ``<bundle>/models/model.pt``. The configuration record beside it
             (``model_config.json``, written by training) supplies the settings it was trained with, so no override
-            is needed; an override that contradicts it is refused with one line naming the setting.
+            is needed; an override that contradicts it is refused with one line naming the setting. A two-network
+            bundle (attention-driven CT) also loads its second net from beside them (``localization.pt`` and its
+            record ``localization_config.json``, written there by training).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         overlay: optional PNG of the middle sagittal slice with the label overlaid (2D: the image beside the
             image with the labels).
@@ -398,6 +434,7 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
         image = read_scan(src)
         check_bundle_memory(image, str(src), root, {**overrides, "ckpt_path": str(ckpt)})  # one line if too large
     load_network(root, ckpt, **overrides)  # one-line error for unreadable or non-matching weights (CPU)
+    _check_other_networks(root, ckpt, overrides)  # e.g. localization.pt beside model.pt (CT bundle)
 
     override: dict[str, Any] = {"device": f"$torch.device('{dev}')", "dataset#data": [{"image": str(src)}]}
     if dev.type != "cuda":

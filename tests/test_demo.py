@@ -146,6 +146,39 @@ def test_demo_safnet_tiny(tmp_path):
     assert "--nobinary" in readme and "configs/loss_ce.json" in readme and "T9/T10" in readme
 
 
+CT_TINY = ["--bundle", "attention_driven_spine_ct_segmentation", "--n", "4", "--n_test", "2", "--shape_scale", "0.25",
+           "--num_workers", "0", "--epochs", "1", "--loc_epochs", "1", "--val_interval", "1", "--num_samples", "1",
+           "--features", "[4,8,16,32,64]", "--loc_features", "[4,4,8,8,8,8,8,8,4]", "--pixdim", "[4.0,4.0,4.0]",
+           "--patch_size", "[12,32,32]", "--roi_size", "[12,32,32]", "--loc_patch_size", "[32,32]", "--slice_step", "2",
+           "--attention_sigma_grid", "[[1.0,2.0,2.0]]"]
+
+
+@pytest.mark.slow
+def test_demo_attention_ct_tiny(tmp_path):
+    """The attention-driven CT bundle's demo: CT phantoms, its cpu_small overlay, both stages trained (localisation
+    net, then segmentation net), held-out phantoms segmented with the two-network inference and scored with the
+    spine Dice; the README's repeat commands write CT phantoms and the outputs name both weights files."""
+    out = tmp_path / "ct"
+    proc = subprocess.run([sys.executable, "-m", "spine_monai", "demo", "--out", str(out), *CT_TINY],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bundle"] == "attention_driven_spine_ct_segmentation" and summary["overlays"] == ["cpu_small"]
+    assert summary["summary"]["1"]["n"] == 2  # the spine Dice of both held-out phantoms
+    assert 0.0 <= summary["dice_mean"] <= 1.0
+    for name in ("localization.pt", "localization_config.json", "model.pt", "model_config.json"):
+        assert (out / "models" / name).is_file(), name
+    assert set(summary["fingerprints"]) == {"train_data", "test_data", "weights", "localization_weights"}
+    image = sorted((out / "test" / "imagesTr").glob("*.nii.gz"))[0]
+    seg = nib.load(str(out / "segmentation.nii.gz"))
+    assert seg.shape == nib.load(str(image)).shape and np.allclose(seg.affine, nib.load(str(image)).affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+    readme = (out / "README.md").read_text()
+    assert "phantoms --modality ct" in readme and "configs/cpu_small.json" in readme and "--loc_epochs 1" in readme
+    assert "`models/localization.pt`" in readme and summary["fingerprints"]["localization_weights"] in readme
+
+
 def test_unknown_bundle_is_refused(tmp_path):
     with pytest.raises(ValueError, match="the demo runs saunet_spine_mri_segmentation"):
         run_demo(tmp_path / "x", bundle="nope")

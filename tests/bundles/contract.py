@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,7 +39,8 @@ START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 300
 
 __all__ = ["run", "bundle_cmd", "overrides", "bundle_fixtures", "BundleContract", "Volume3DContract", "Server",
-           "serve_monailabel", "install_small_bundle", "phantom_studies", "MonaiLabelContract", "REPO", "SCHEMA"]
+           "serve_monailabel", "install_small_bundle", "small_networks", "small_settings", "write_small_weights",
+           "phantom_studies", "MonaiLabelContract", "REPO", "SCHEMA"]
 
 
 def run(args: Sequence[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600,
@@ -205,22 +206,57 @@ class Volume3DContract(BundleContract):
 # --- MONAI Label ------------------------------------------------------------------------------------------------
 
 
-def install_small_bundle(bundle: Path, dst: Path, small: dict[str, Any], net: torch.nn.Module,
-                         settings: dict[str, Any]) -> Path:
-    """Copy ``bundle`` to ``dst`` with the ``small`` constants in its train.json (inference.json stays as shipped:
-    it reads the record) and ``net``'s weights as ``models/model.pt`` with their record of ``settings``."""
-    import shutil
+def _small_parser(bundle: Path, small: Mapping[str, Any]) -> Any:
+    """MONAI's parser over the bundle's train.json with the ``small`` constants (nothing instantiated yet)."""
+    from monai.bundle import ConfigParser
 
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.update({"bundle_root": str(bundle), **{k: v for k, v in small.items() if k in parser.config}})
+    return parser
+
+
+def small_networks(bundle: Path, small: Mapping[str, Any], *ids: str) -> list[torch.nn.Module]:
+    """The networks ``ids`` (e.g. ``"network_def"``, ``"localization_def"``) of the bundle's train.json with the
+    ``small`` constants, built by MONAI's parser from the bundle's own definitions (so their weights fit it)."""
+    parser = _small_parser(bundle, small)
+    return [parser.get_parsed_content(i, instantiate=True) for i in ids]
+
+
+def small_settings(bundle: Path, small: Mapping[str, Any], key: str = "model_settings") -> dict[str, Any]:
+    """The settings entry ``key`` of the bundle's train.json with the ``small`` constants: what training records
+    (``model_settings`` for ``model.pt``; a second network's own entry, e.g. ``localization_settings``)."""
+    return dict(_small_parser(bundle, small).get_parsed_content(key))
+
+
+def write_small_weights(models: Path, weights: Mapping[str, tuple[torch.nn.Module, Mapping[str, Any]]],
+                        bundle_root: Path | None = None) -> Path:
+    """Each ``weights[file] = (net, settings)`` as ``models/<file>`` (state dict) with its record of ``settings``
+    (a two-network bundle needs both, e.g. ``model.pt`` and ``localization.pt``); returns the folder."""
     from spine_monai.bundle.record import write_record
+
+    models.mkdir(parents=True, exist_ok=True)
+    for filename, (net, settings) in weights.items():
+        torch.save(net.state_dict(), models / filename)
+        write_record(models / filename, settings, (), bundle_root)
+    return models
+
+
+def install_small_bundle(bundle: Path, dst: Path, small: dict[str, Any], net: torch.nn.Module,
+                         settings: dict[str, Any],
+                         extra_weights: Mapping[str, tuple[torch.nn.Module, Mapping[str, Any]]] | None = None) -> Path:
+    """Copy ``bundle`` to ``dst`` with the ``small`` constants in its train.json (inference.json stays as shipped:
+    it reads the record) and ``net``'s weights as ``models/model.pt`` with their record of ``settings``;
+    ``extra_weights`` (``{file: (net, settings)}``, e.g. a localisation net's ``localization.pt``) are written beside
+    it with their own records."""
+    import shutil
 
     shutil.copytree(bundle, dst, ignore=shutil.ignore_patterns("eval", "runs", "__pycache__", "model.*", "model_*"))
     path = dst / "configs" / "train.json"
     config = json.loads(path.read_text())
     config.update({k: v for k, v in small.items() if k in config})
     path.write_text(json.dumps(config, indent=4))
-    (dst / "models").mkdir(exist_ok=True)
-    torch.save(net.state_dict(), dst / "models" / "model.pt")
-    write_record(dst / "models" / "model.pt", settings, (), dst)
+    write_small_weights(dst / "models", {"model.pt": (net, settings), **(extra_weights or {})}, dst)
     return dst
 
 
