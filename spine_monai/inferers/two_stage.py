@@ -284,8 +284,10 @@ class AttentionFusionInferer(Inferer):
         if not logit_fill > 0:
             raise ValueError(f"logit_fill must be positive, got {logit_fill!r}.")
         self.localization_net = localization_net
+        self._ckpt_mtime: float | None = None
         if localization_net is not None and localization_ckpt is not None:
             load_localization_weights(localization_net, localization_ckpt)
+            self._ckpt_mtime = os.path.getmtime(localization_ckpt)
         self.localization_ckpt = localization_ckpt
         self.roi_size = roi_size
         self.sw_batch_size = int(sw_batch_size)
@@ -314,6 +316,35 @@ class AttentionFusionInferer(Inferer):
         )
 
     # ---------------------------------------------------------------- stage 1
+    def reload_if_changed(self) -> bool:
+        """Reload ``localization_ckpt`` when the file changed since it was loaded (a server kept this inferer while
+        training wrote new weights, e.g. MONAI Label's ``/train``); the smoothing, threshold and dilation recorded
+        with the new weights (``localization_config.json``) replace the current ones. Called at every inference.
+
+        Returns:
+            True when new weights were loaded.
+        """
+        path = self.localization_ckpt
+        if path is None or self.localization_net is None or not os.path.isfile(path):
+            return False
+        mtime = os.path.getmtime(path)
+        if self._ckpt_mtime is not None and mtime == self._ckpt_mtime:
+            return False
+        load_localization_weights(self.localization_net, path)
+        self._ckpt_mtime = mtime
+        from spine_monai.bundle.record import read_settings
+
+        settings = read_settings(path)
+        if "attention_sigma" in settings:
+            self.sigma = _per_axis(settings["attention_sigma"], "sigma")
+        if "attention_threshold" in settings:
+            self.threshold = float(settings["attention_threshold"])
+        if "attention_dilation" in settings:
+            self.dilation = tuple(int(d) for d in _per_axis(settings["attention_dilation"], "dilation"))
+        logger.info("reloaded the localisation net from %s (sigma %s, threshold %g)", path, list(self.sigma),
+                    self.threshold)
+        return True
+
     def attention(self, inputs: torch.Tensor) -> torch.Tensor:
         """Stage 1, steps a-c: the smoothed spine-probability volume.
 
@@ -330,6 +361,7 @@ class AttentionFusionInferer(Inferer):
             raise ValueError(f"expected a RAS volume (B, C, LR, AP, SI), got shape {list(inputs.shape)}.")
         if self.localization_net is None:
             raise ValueError("no localization_net: stage 1 is not available.")
+        self.reload_if_changed()
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         b, c, n_lr, n_ap, n_si = x.shape
         idx = sagittal_slice_indices(n_lr, self.slice_step)

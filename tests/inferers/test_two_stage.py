@@ -236,6 +236,29 @@ def test_checkpoint_loading_weights_only(tmp_path, wrap):
         assert torch.equal(v, state[k]), k
 
 
+def test_new_weights_on_disk_are_reloaded_with_their_recorded_threshold(tmp_path):
+    """A server keeps its inferer while training rewrites localization.pt and its record: the next call uses them."""
+    import os
+
+    from spine_monai.bundle.record import write_record
+
+    first = AttentionLocalisationNet2D(**TINY_ATT)
+    path = tmp_path / "localization.pt"
+    torch.save(first.state_dict(), path)
+    net = AttentionLocalisationNet2D(**TINY_ATT)
+    inf = AttentionFusionInferer(net, localization_ckpt=path, threshold=0.1, sigma=1.0, localization_roi_size=None)
+    assert not inf.reload_if_changed()  # unchanged file: nothing to do
+    second = AttentionLocalisationNet2D(**TINY_ATT)
+    torch.save(second.state_dict(), path)
+    write_record(path, {"attention_threshold": 0.37, "attention_sigma": [1.0, 2.0, 2.0]})
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+    inf.attention(torch.rand(1, 1, 4, 32, 32))  # every inference checks the file
+    assert inf.threshold == 0.37 and inf.sigma == (1.0, 2.0, 2.0)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, second.state_dict()[k]), k
+
+
 class _NotATensor:
     pass
 
