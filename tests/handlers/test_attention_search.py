@@ -29,7 +29,7 @@ def _case(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_search_matches_brute_force_and_picks_the_best_pair():
     sigmas, thresholds = [0.0, [0.5, 1.0, 1.0]], [0.1, 0.3, 0.5, 0.7, 0.9]
-    metric = AttentionMaskSearch(sigmas, thresholds)
+    metric = AttentionMaskSearch(sigmas, thresholds, min_recall=0.0)  # no recall constraint: the best Dice
     cases = [_case(s) for s in range(3)]
     metric.reset()
     metric.update((torch.stack([c[0] for c in cases]), [c[1] for c in cases]))  # a batch and a list both work
@@ -46,6 +46,30 @@ def test_search_matches_brute_force_and_picks_the_best_pair():
     assert metric.best_sigma == 0.0 and metric.best_threshold in (0.3, 0.5)
 
 
+def test_the_tightest_mask_that_keeps_the_spine_is_chosen():
+    """Dice alone would cut the spine's faint border away; the recall floor keeps it."""
+    label = torch.zeros(1, 8, 8, 8)
+    label[:, 2:6, 2:6, 2:6] = 1
+    attention = 0.9 * label
+    attention[:, 2:6, 2:6, 2] = 0.15  # the spine's border: faint attention
+    attention[:, 0, :, :] = 0.12  # a little stray attention elsewhere
+    thresholds = [0.1, 0.13, 0.2, 0.5]
+    loose = AttentionMaskSearch([0.0], thresholds, min_recall=0.0)
+    strict = AttentionMaskSearch([0.0], thresholds, min_recall=0.98)
+    for m in (loose, strict):
+        m.reset()
+        m.update(([attention], [label]))
+    loose.compute(), strict.compute()
+    assert loose.best_threshold == 0.13 and loose.best_recall == pytest.approx(1.0)  # 0.13 drops the stray, keeps all
+    assert strict.best_threshold == 0.13
+    strict_hi = AttentionMaskSearch([0.0], [0.2, 0.5], min_recall=0.98)  # nothing keeps the border: most recall
+    strict_hi.reset()
+    strict_hi.update(([attention], [label]))
+    strict_hi.compute()
+    assert strict_hi.best_threshold == 0.2 and strict_hi.best_recall == pytest.approx(0.75)
+    assert float(strict_hi.recall_table[0, 0]) == pytest.approx(0.75)
+
+
 def test_ties_go_to_the_lower_threshold_and_empty_cases_score_one():
     metric = AttentionMaskSearch([0.0], [0.2, 0.4, 0.6])
     metric.reset()
@@ -58,7 +82,8 @@ def test_ties_go_to_the_lower_threshold_and_empty_cases_score_one():
 
 
 @pytest.mark.parametrize("kwargs", [dict(sigmas=[], thresholds=[0.5]), dict(sigmas=[1.0], thresholds=[1.5]),
-                                    dict(sigmas=[-1.0], thresholds=[0.5])])
+                                    dict(sigmas=[-1.0], thresholds=[0.5]),
+                                    dict(sigmas=[1.0], thresholds=[0.5], min_recall=1.5)])
 def test_bad_grids_are_refused(kwargs):
     with pytest.raises(ValueError):
         AttentionMaskSearch(**kwargs)
@@ -87,7 +112,7 @@ def test_chosen_pair_goes_into_the_saved_record(tmp_path):
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"), val_data_loader=torch.utils.data.DataLoader(data, batch_size=1),
         network=Identity(), inferer=lambda x, net: net(x),
-        key_val_metric={"val_mask_dice": AttentionMaskSearch([0.0, 2.0], [0.1, 0.5, 0.9],
+        key_val_metric={"val_mask_dice": AttentionMaskSearch([0.0, 2.0], [0.1, 0.5, 0.9], min_recall=0.0,
                                                              output_transform=lambda o: (
                                                                  [o[0]["pred"]], [o[0]["label"]]))},
         val_handlers=[manager],
