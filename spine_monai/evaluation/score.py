@@ -2,11 +2,12 @@
 
 For checks on scans outside a datalist (a real CT next to its reference, a ``segment`` output): both files are read
 with nibabel (NIfTI) and must share the voxel grid (shape and affine, as ``segment`` writes its labels in the input's
-geometry). A reference with other values than the prediction's (VerSe ids 20-25 for the lumbar vertebrae, the
-TotalSegmentator ids of its ``vertebrae_*`` structures) is scored as one spine class with ``foreground``: the listed
-reference values are spine, every other value background, and every non-zero predicted voxel is spine. Metrics are
-those of :func:`spine_monai.metrics.segmentation.case_metrics` (Dice, Jaccard, precision, recall in [0, 1], surface
-distances in mm from the label's header).
+geometry; the same grid with flipped or reordered axes, e.g. LPS beside LAS, is reoriented first). A reference with
+other values than the prediction's (VerSe ids 20-25 for the lumbar vertebrae, the TotalSegmentator ids of its
+``vertebrae_*`` structures) is scored as one spine class with ``foreground``: the listed reference values are spine,
+every other value background, and every non-zero predicted voxel is spine. Metrics are those of
+:func:`spine_monai.metrics.segmentation.case_metrics` (Dice, Jaccard, precision, recall in [0, 1], surface distances
+in mm from the label's header).
 """
 
 from __future__ import annotations
@@ -74,6 +75,21 @@ def _load(path: str | os.PathLike, what: str) -> tuple[np.ndarray, np.ndarray, t
     return data.astype(np.int64), img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
+def _reoriented(data: np.ndarray, affine: np.ndarray, target: np.ndarray, atol: float) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` flipped / transposed to the axis order of ``target`` when that makes the voxel grids coincide (a label
+    written LPS beside a reference written LAS on the same DICOM grid); otherwise unchanged."""
+    import nibabel.orientations as nio
+
+    transform = nio.ornt_transform(nio.io_orientation(affine), nio.io_orientation(target))
+    moved = nio.apply_orientation(data, transform)
+    moved_aff = affine @ nio.inv_ornt_aff(transform, data.shape)
+    if np.allclose(moved_aff, target, atol=atol):
+        logger.info("the prediction's axes were flipped / reordered to the reference's orientation (%s -> %s); "
+                    "same voxel grid", "".join(nio.aff2axcodes(affine)), "".join(nio.aff2axcodes(target)))
+        return np.ascontiguousarray(moved), moved_aff
+    return data, affine
+
+
 def score(pred: str, label: str, foreground: str | Sequence[int] | None = None, classes: str | None = None,
           out: str | None = None, atol: float = 1e-3) -> dict[str, Any]:
     """Score ``pred`` against ``label`` and print (and optionally write) the metrics.
@@ -99,6 +115,8 @@ def score(pred: str, label: str, foreground: str | Sequence[int] | None = None, 
 
     p, p_aff, _ = _load(pred, "prediction")
     t, t_aff, spacing = _load(label, "reference label")
+    if not np.allclose(p_aff, t_aff, atol=atol):
+        p, p_aff = _reoriented(p, p_aff, t_aff, atol)
     if p.shape != t.shape:
         raise InputError(f"{pred}: shape {p.shape} differs from the reference {label} {t.shape}; score a label "
                          "written in the reference's geometry.")

@@ -57,6 +57,17 @@ def test_mismatched_grid_and_absent_values_are_refused(tmp_path):
         score(str(tmp_path / "nope.nii.gz"), str(ref))
 
 
+def test_same_grid_with_a_flipped_axis_is_reoriented(tmp_path):
+    """A label written LPS beside a reference written LAS on the same DICOM grid scores as the same voxels."""
+    pred, ref = _write(tmp_path)
+    img = nib.load(str(pred))
+    flip = np.diag([1.0, -1.0, 1.0, 1.0])
+    flip[1, 3] = 9.0  # index j -> 9 - j
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, ::-1].copy(), img.affine @ flip), str(tmp_path / "lps.nii.gz"))
+    assert score(str(tmp_path / "lps.nii.gz"), str(ref), foreground="22")["classes"]["1"]["dice"] == pytest.approx(
+        2 * 48 / (48 + 64))
+
+
 def test_cli(tmp_path):
     pred, ref = _write(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "spine_monai", "score", str(pred), str(ref), "--foreground", "21-23",
