@@ -59,11 +59,12 @@ DEMO_OVERRIDES: dict[str, Any] = {
 
 
 #: CPU recipe of the attention-driven CT bundle on top of its ``cpu_small.json`` (stage 1 ``loc_epochs``, stage 2
-#: ``epochs``, validation every ``val_interval`` epochs of each), sized from a measured short run with the demo's 12 + 4
-#: full-size phantoms on one core of a shared 2-core AMD EPYC VM (1 torch thread, no loader workers): phantoms 3.3 s
-#: a case, caching the pre-processed volumes 60 s, a stage-1 epoch 2.5 s (+ 6 s validation with the mask search), a
-#: stage-2 epoch 30 s (+ 10 s validation), inference 7 s and metrics 11 s a test volume: about 10 minutes in all.
-CT_DEMO_OVERRIDES: dict[str, Any] = {"epochs": 10, "loc_epochs": 20, "val_interval": 5}
+#: ``epochs``, validation every ``val_interval`` epochs of each). Sized from runs on one core of a shared 2-core AMD
+#: EPYC VM (1 torch thread, no loader workers): phantoms 3.3 s a case, caching the pre-processed volumes 60 s, a
+#: stage-1 epoch 2.5 s (+ 6 s validation with the mask search), a stage-2 epoch 25-30 s (+ 10 s validation),
+#: inference 7 s and metrics 11 s a test volume. In the 11-phantom cross-validation run of the bundle docs, stage 1's
+#: validation mask had settled by epoch 10 and stage 2's validation Dice was 0.48 at epoch 10, 0.77 at 20.
+CT_DEMO_OVERRIDES: dict[str, Any] = {"epochs": 20, "loc_epochs": 30, "val_interval": 5}
 
 
 #: MRSpineSeg's 19 structures (the multi-class MRI phantoms' labels), scored by the SAFNet demo.
