@@ -19,6 +19,16 @@ def _seed_and_threads():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (forward passes on 2 shared cores run many times faster than with two);
+    a module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def real_data_dir() -> Path:
     """Root of ../shared/data/real; the test is skipped when it is absent (a user's fresh clone)."""
     if not REAL_DATA.is_dir():

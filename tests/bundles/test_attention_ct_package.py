@@ -43,12 +43,7 @@ ATOL, RTOL = 1e-4, 1e-4
 LOC_INPUT = (1, 1, 48, 64)  # one sagittal patch (B, C, AP, SI), other than the exported example (1, 1, 64, 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def _non_trivial(net: torch.nn.Module) -> torch.nn.Module:

@@ -24,13 +24,7 @@ BUNDLE = REPO / "bundles" / NAME
 SMALL = {"features": [4, 8, 16], "pixdim": [4.0, 2.5, 2.5], "num_workers": 0, "roi_size": [-1, 64, 64]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The net-in-out check runs a forward pass: on 2 shared cores one thread is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def _rewrite(path: Path, **changes) -> None:
