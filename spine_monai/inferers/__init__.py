@@ -1,4 +1,5 @@
-"""Inferers used by the bundles: the attention-driven two-stage inference (localisation, segmentation, fusion)."""
+"""Inferers used by the bundles: the attention-driven two-stage inference (localisation, segmentation, fusion) and
+the slice-by-slice inference of the review's 2D networks."""
 
 from __future__ import annotations
 
@@ -8,5 +9,6 @@ from spine_monai.inferers.two_stage import (
     sagittal_slice_indices,
     smooth_attention,
 )
+from spine_monai.inferers.slices import SagittalSliceInferer
 
-__all__ = ["AttentionFusionInferer", "load_localization_weights", "sagittal_slice_indices", "smooth_attention"]
+__all__ = ["AttentionFusionInferer", "SagittalSliceInferer", "load_localization_weights", "sagittal_slice_indices", "smooth_attention"]

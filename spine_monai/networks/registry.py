@@ -42,7 +42,8 @@ from spine_monai.networks.nets.review.psanet import PSANet
 from spine_monai.networks.nets.review.resunetpp import ResUNetPlusPlus
 from spine_monai.networks.nets.review.transunet import TransUNet
 
-__all__ = ["REVIEW_IMG_SIZE", "PadToMultiple", "get_network", "list_networks"]
+__all__ = ["REVIEW_IMG_SIZE", "CPU_PRESETS", "PRESETS", "PadToMultiple", "get_network", "list_networks",
+           "psanet_mask_size"]
 
 #: In-plane size the review resampled every slice to (Section 4.1).
 REVIEW_IMG_SIZE = 880
@@ -108,7 +109,12 @@ def _deeplabv3plus(cin: int, cout: int, **kw: Any) -> nn.Module:
 
 
 def _psanet(cin: int, cout: int, **kw: Any) -> nn.Module:
-    return PSANet(cin, cout, **{"mask_size": 109, **kw})
+    return PSANet(cin, cout, **{"mask_size": psanet_mask_size(REVIEW_IMG_SIZE), **kw})
+
+
+def psanet_mask_size(img_size: int, output_stride: int = 8, shrink_factor: int = 2) -> int:
+    """PSANet attention-mask size that covers the whole feature map of an ``img_size`` input (109 at 880)."""
+    return 2 * ((int(img_size) - 1) // (output_stride * shrink_factor) + 1) - 1
 
 
 def _resunetpp(cin: int, cout: int, **kw: Any) -> nn.Module:
@@ -138,13 +144,37 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 _ALIASES = {"deeplabv3+": "deeplabv3plus", "resunet++": "resunetpp"}
 
+#: ``preset="cpu"``: the same architectures made narrower for CPU training (the bundle's ``cpu_small`` overlay):
+#: ResNet-18 / DenseNet-121 encoders instead of ResNet-101 / Res2Net-101 / DenseNet-169, U-Net widths 16-256,
+#: TransUNet with 4 transformer layers of width 256. Each is still the review's design (same decoder / head), so the
+#: comparison keeps its meaning at a size a CPU can train; ``networks/README.md`` lists the parameter counts.
+CPU_PRESETS: dict[str, dict[str, Any]] = {
+    "unet": {"features": (16, 32, 64, 128, 256, 16)},
+    "pspnet": {"encoder_name": "resnet18"},
+    "deeplabv3plus": {"encoder_name": "resnet18"},
+    "denseaspp": {"encoder_name": "densenet121", "bottleneck_channels": 64, "growth_channels": 32},
+    "attention_unet": {"channels": (16, 32, 64, 128, 256)},
+    "danet": {"encoder_name": "resnet18"},
+    "emanet": {"encoder_name": "resnet18", "mid_channels": 128, "head_channels": 64},
+    "infnet": {"encoder_name": "resnet18"},
+    "miniseg": {},
+    "psanet": {"encoder_name": "resnet18", "mid_channels": 128, "head_channels": 64},
+    "resunetpp": {"features": (16, 32, 64, 128, 256)},
+    "transunet": {"head_channels": 256, "decoder_channels": (128, 64, 32, 16),
+                  "vit_kwargs": {"depth": 4, "embed_dim": 256, "num_heads": 4}},
+}
+
+#: presets accepted by :func:`get_network`.
+PRESETS = ("paper", "cpu")
+
 
 def list_networks() -> list[str]:
     """Names accepted by :func:`get_network`, in the review's order."""
     return list(_BUILDERS)
 
 
-def get_network(name: str, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+def get_network(name: str, in_channels: int, out_channels: int, preset: str = "paper", img_size: int | None = None,
+                **kw: Any) -> nn.Module:
     """Build one of the review's twelve networks.
 
     Args:
@@ -152,7 +182,11 @@ def get_network(name: str, in_channels: int, out_channels: int, **kw: Any) -> nn
             ``"resunet++"`` are accepted too).
         in_channels: input channels (1 for the review's MRI slices).
         out_channels: classes (20 in the review).
-        kw: overrides of the network's arguments, e.g. ``encoder_name="resnet18"``.
+        preset: ``"paper"`` (the review's configuration) or ``"cpu"`` (:data:`CPU_PRESETS`, narrower).
+        img_size: the training slice size; sets the networks that depend on it (TransUNet's position embeddings,
+            PSANet's full-coverage attention mask, :func:`psanet_mask_size`). ``None``: the review's 880 for
+            TransUNet and PSANet's mask.
+        kw: overrides of the network's arguments, e.g. ``encoder_name="resnet18"`` (applied last).
 
     Returns:
         The network: ``(B, in_channels, H, W)`` -> logits ``(B, out_channels, H, W)``.
@@ -166,4 +200,12 @@ def get_network(name: str, in_channels: int, out_channels: int, **kw: Any) -> nn
         raise ValueError(f"unknown network {name!r}; valid names: {', '.join(_BUILDERS)}.")
     if in_channels < 1 or out_channels < 1:
         raise ValueError(f"in_channels and out_channels must be positive, got {in_channels}, {out_channels}.")
-    return _BUILDERS[key](in_channels, out_channels, **kw)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}.")
+    args: dict[str, Any] = dict(CPU_PRESETS[key]) if preset == "cpu" else {}
+    if img_size is not None:
+        if key == "transunet":
+            args["img_size"] = int(img_size)
+        elif key == "psanet":
+            args["mask_size"] = psanet_mask_size(int(img_size))
+    return _BUILDERS[key](in_channels, out_channels, **{**args, **kw})
