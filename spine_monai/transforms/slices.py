@@ -28,8 +28,15 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import Compose, Flipd, InvertibleTransform, MapTransform, Orientationd, RandomizableTransform
-from monai.transforms import Resized
+from monai.transforms import (
+    Compose,
+    Flipd,
+    InvertibleTransform,
+    MapTransform,
+    Orientationd,
+    RandomizableTransform,
+    Resized,
+)
 
 from spine_monai.errors import InputError
 from spine_monai.transforms.image2d import _squeeze_2d, check_image_2d, to_grey
