@@ -105,7 +105,8 @@ class SagittalSlicesd(MapTransform, InvertibleTransform):
                 if key != self.first_key(d):
                     d[key] = _squeeze_2d(d[key], source_name(d[key], fallback=str(key)))
             return self._2d(d)
-        d = self._3d(d)
+        orient, resize = self._3d.transforms
+        d = orient(d)
         key = self.first_key(d)
         shape = tuple(int(s) for s in d[key].shape[1:])
         if shape[0] > 1 and min(shape[1:]) == 1:
@@ -113,7 +114,7 @@ class SagittalSlicesd(MapTransform, InvertibleTransform):
             view = "axial" if shape[2] == 1 else "coronal"
             raise InputError(f"{name}: a single {view} slice (shape {shape} in RAS order); the review's networks "
                              "segment sagittal slices: give the sagittal volume or one sagittal slice.")
-        return d
+        return resize(d)
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -230,3 +230,40 @@ def test_training_smoke_reduces_loss(name):
         opt.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.8 * losses[0], f"{name}: {losses[0]:.3f} -> {losses[-5:]}"
+
+
+# ---- presets and the training slice size (the review bundle's network_preset / img_size) ------------------------
+
+
+def test_psanet_mask_size_covers_the_feature_map():
+    from spine_monai.networks.registry import psanet_mask_size
+
+    assert psanet_mask_size(880) == 109  # the review's 880 x 880 (the registry's paper default)
+    assert psanet_mask_size(160) == 19
+    assert psanet_mask_size(465) == 59  # the reference code's crops and mask
+
+
+def test_img_size_sets_transunet_and_psanet():
+    t = get_network("transunet", 1, 3, img_size=32, **{k: v for k, v in LIGHT["transunet"].items() if k != "img_size"})
+    assert t(torch.randn(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+    light = {k: v for k, v in LIGHT["psanet"].items() if k != "mask_size"}
+    p = get_network("psanet", 1, 3, img_size=64, **light)
+    assert (p.psa.mask_h, p.psa.mask_w) == (7, 7)
+    explicit = get_network("psanet", 1, 3, img_size=64, **{**light, "mask_size": 5})  # keyword arguments win
+    assert sum(x.numel() for x in explicit.parameters()) < sum(x.numel() for x in p.parameters())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cpu_preset_is_smaller_and_runs(name):
+    from spine_monai.networks.registry import CPU_PRESETS
+
+    assert name in CPU_PRESETS
+    cpu = get_network(name, 1, 20, preset="cpu", img_size=32)
+    with torch.no_grad():
+        assert cpu.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 20, 32, 32)
+    assert sum(p.numel() for p in cpu.parameters()) <= PAPER_PARAMS[name] * 1.05
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="preset"):
+        get_network("unet", 1, 3, preset="tiny")
