@@ -19,11 +19,13 @@ Measured per network and input size, each in a fresh subprocess so that peak mem
   ``rss_before_mb`` is the resident size just before the first run); on CUDA ``torch.cuda.max_memory_allocated``.
 - Training: one optimizer step (forward, the bundle's loss, backward, the bundle's optimizer) on a batch of
   ``batch_size * num_samples`` patches of the bundle's ``patch_size`` (a ``-1`` takes the slice count of the first
-  size), in its own subprocess.
+  size; a bundle without ``patch_size``, such as the review's, which trains on whole resized slices: inputs of the
+  first size), in its own subprocess.
 
 What is run: slice-wise networks (SAU-Net, the 2D U-Net) on the whole volume, ``network(x)`` (they take any size and
-process the slices in chunks); the 3D U-Net through the bundle's ``SlidingWindowInferer`` (its roi, overlap and
-blending), as the bundle runs it. ``--inferer config`` times every network through the bundle's inferer instead.
+process the slices in chunks); the review's 2D networks on one ``(1, 1, H, W)`` slice (the paper's 1 x 880 x 880);
+the 3D U-Net through the bundle's ``SlidingWindowInferer`` (its roi, overlap and blending), as the bundle runs it.
+``--inferer config`` times every network through the bundle's inferer instead.
 
 Code: the measuring (in the child processes) is in :mod:`spine_monai.evaluation.bench_measure`, the Markdown and JSON
 rendering in :mod:`spine_monai.evaluation.bench_report`; their names are re-exported here.
@@ -138,6 +140,7 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
           inferer: str = "auto", time_budget_s: float | None = None, timeout_s: float | None = None,
           profile: str | Sequence[str] | None = None, memory_limit_mb: float | None = None,
           method_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+          overlays: str | Sequence[str] | None = None,
           out: str | os.PathLike = "bench", name: str | None = None, **overrides: Any) -> str:
     """Benchmark the networks of one or more bundles and write ``<out>/<name>.md`` and ``<out>/<name>.json``.
 
@@ -159,7 +162,10 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
             memory is read; top ops by time and by memory in the Markdown).
         memory_limit_mb: cap on each child's data segment (``RLIMIT_DATA``, Linux), so that a network that does not
             fit fails with an error in its row instead of driving a shared machine out of memory.
-        method_overrides: per-method overrides, e.g. ``{"unet3d": {"roi_size": [16, 32, 32]}}``.
+        method_overrides: per-method overrides, e.g. ``{"unet3d": {"roi_size": [16, 32, 32]}}``, applied after
+            ``overrides`` and the method's own (:attr:`spine_monai.evaluation.compare.Method.overrides`, e.g. the
+            review's ``network_name``).
+        overlays: bundle overlays for every method, applied before each method's own (the review's ``cpu_small``).
         out: output folder; ``<name>.json`` is rewritten after every measurement (``"complete": false``) so a
             stopped run keeps what it measured.
         name: file stem; default ``bench_cpu`` / ``bench_cuda``.
@@ -172,7 +178,7 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
         ValueError: on bad ``repeats``, ``warmup``, ``inferer``, sizes, methods or overrides.
     """
     from spine_monai.bundle.runner import resolve_bundle
-    from spine_monai.evaluation.compare import comparison_for
+    from spine_monai.evaluation.compare import check_method_overrides, comparison_for
     from spine_monai.evaluation.crossval import parse_overlays, resolve_device, split_overrides
 
     if repeats < 1 or warmup < 0:
@@ -182,33 +188,36 @@ def bench(*bundles: str, sizes: str | Sequence[Any] | None = None, methods: str 
     dev = resolve_device(device)
     env = _environment(dev, threads)
     to_profile = set(parse_overlays(profile))
+    common = parse_overlays(overlays)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = name or f"bench_{'cuda' if dev.startswith('cuda') else 'cpu'}"
     settings = {"repeats": repeats, "warmup": warmup, "train_repeats": train_repeats or repeats,
                 "train_warmup": warmup if train_warmup is None else train_warmup, "time_budget_s": time_budget_s,
                 "amp_bf16": amp and dev.startswith("cuda"), "inferer": inferer, "memory_limit_mb": memory_limit_mb,
-                "overrides": overrides, "method_overrides": method_overrides or {}}
+                "overrides": overrides, "method_overrides": method_overrides or {}, "overlays": list(common)}
     all_rows, all_targets, sections = [], [], []
     for bundle in bundles or ("saunet_spine_mri_segmentation",):
         root = resolve_bundle(bundle)
         spec = comparison_for(root)
         keys = parse_overlays(methods) or tuple(m.key for m in spec.methods)
         sel = [spec.get(k) for k in keys]
+        check_method_overrides(sel, overrides)
         bench_sizes = parse_sizes(sizes) or list(spec.bench_sizes)
         if not bench_sizes:
             raise ValueError(f"no sizes given and none declared for {root.name}; pass --sizes.")
         rows = []
-        split = {m.key: split_overrides(root, m.overlays, {**overrides, **(method_overrides or {}).get(m.key, {})},
+        split = {m.key: split_overrides(root, (*common, *m.overlays),
+                                        {**overrides, **m.overrides, **(method_overrides or {}).get(m.key, {})},
                                         strict=False) for m in sel}
         unused = sorted(set(overrides) - {k for t, i in split.values() for k in (*t, *i)})
         if unused:
             raise ValueError(f"overrides {unused} are not ids of any selected method's configs of {root.name}.")
         for m in sel:
             train_over, infer_over = split[m.key]
-            base = {"bundle": str(root), "overlays": list(m.overlays), "device": dev, "threads": threads, "amp": amp,
-                    "budget": time_budget_s, "memory_limit_mb": memory_limit_mb, "train_overrides": train_over,
-                    "infer_overrides": infer_over}
+            base = {"bundle": str(root), "overlays": [*common, *m.overlays], "device": dev, "threads": threads,
+                    "amp": amp, "budget": time_budget_s, "memory_limit_mb": memory_limit_mb,
+                    "train_overrides": train_over, "infer_overrides": infer_over}
             mode = m.bench_inferer if inferer == "auto" else inferer
             jobs = [{**base, "kind": "infer", "size": list(s), "inferer": mode, "repeats": repeats, "warmup": warmup,
                      "profile": m.key in to_profile and i == 0} for i, s in enumerate(bench_sizes)]

@@ -77,6 +77,18 @@ def _flops(net_meta: Any, shapes: Sequence[tuple[int, ...]]) -> int:
     return int(total)
 
 
+def _in_channels(parser: Any) -> int:
+    """Input channels of the bundle's network: ``network_def``'s ``in_channels`` when it is a dict, else the metadata's
+    ``inputs.image.num_channels`` (a ``network_def`` that is an expression, as the review's registry call), else 1."""
+    raw = parser["network_def"]
+    if isinstance(raw, Mapping) and "in_channels" in raw:
+        return int(raw["in_channels"])
+    try:
+        return int(parser["_meta_"]["network_data_format"]["inputs"]["image"]["num_channels"])
+    except (KeyError, TypeError, ValueError):
+        return 1
+
+
 def measure(job: Mapping[str, Any]) -> dict[str, Any]:
     """One measurement (run in a child process by :func:`bench`): ``job["kind"]`` is ``"infer"`` or ``"train"``.
 
@@ -105,11 +117,14 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
                                device=f"$torch.device('{dev}')").parser
         net = parser.get_parsed_content("network").train()
         loss_fn, opt = parser.get_parsed_content("loss"), parser.get_parsed_content("optimizer")
-        patch = [size[i] if int(p) == -1 else int(p) for i, p in enumerate(parser.get_parsed_content("patch_size"))]
+        if "patch_size" in parser:
+            patch = [size[i] if int(p) == -1 else int(p) for i, p in enumerate(parser.get_parsed_content("patch_size"))]
+        else:  # whole inputs (the review trains on whole slices resized to img_size): the benchmark's size
+            patch = list(size)
         get = parser.get_parsed_content
         samples = int(get("num_samples")) if "num_samples" in parser else 1
         batch = int(get("train#dataloader#batch_size")) * samples
-        in_ch = int(parser["network_def"].get("in_channels", 1))
+        in_ch = _in_channels(parser)
         x = torch.rand(batch, in_ch, *patch, device=dev)
         with torch.device("meta"):  # the output shape without computing it
             net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
@@ -141,7 +156,7 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
         res["params"] = int(sum(p.numel() for p in net.parameters()))
         with torch.device("meta"):
             net_meta = parser.get_parsed_content("network_def", lazy=False).eval()
-        in_ch = int(parser["network_def"].get("in_channels", 1))
+        in_ch = _in_channels(parser)
         x = torch.rand(1, in_ch, *size, device=dev)
         if job["inferer"] == "config":
             if "localization_ckpt" in parser:  # a two-stage bundle: time random weights, like the network's own
@@ -165,7 +180,8 @@ def measure(job: Mapping[str, Any]) -> dict[str, Any]:
                 return inferer(x, net)
         else:
             chunk = getattr(net, "slice_chunk", None)
-            res["inferer"] = "network(x) on the whole volume" + (f", slice chunks of {chunk}" if chunk else "")
+            whole = "volume" if len(size) == 3 else "image"
+            res["inferer"] = f"network(x) on the whole {whole}" + (f", slice chunks of {chunk}" if chunk else "")
             shapes = [tuple(x.shape)]
 
             def run() -> Any:

@@ -38,7 +38,9 @@ def render_markdown(data: Mapping[str, Any], sections: Sequence[tuple[str, str, 
              f"- load average at start / end: {env.get('load_average_start')} / {env.get('load_average_end')}",
              f"- repeats {st['repeats']} after {st['warmup']} warm-up (training: {st['train_repeats']} after "
              f"{st['train_warmup']}), time budget per measurement {st['time_budget_s']} s; bf16 AMP: "
-             f"{st['amp_bf16']}; overrides {json.dumps(st['overrides'])}", ""]
+             f"{st['amp_bf16']}; overrides {json.dumps(st['overrides'])}"
+             + (f"; overlays {st['overlays']}" if st.get("overlays") else "")
+             + (f"; per method {json.dumps(st['method_overrides'])}" if st.get("method_overrides") else ""), ""]
     for bundle, ref_label, rows, targets in sections:
         lines += [f"## {bundle}", "", f"Ratios in parentheses are to {ref_label} at the same size. Latency: median "
                   "seconds per volume (runs timed; `1st` = only the first run, it exceeded the time budget). Peak "

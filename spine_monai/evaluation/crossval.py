@@ -13,6 +13,13 @@ Layout of ``out``::
     fold_<k>/metrics.csv     per case; fold_<k>/result.json marks the fold done (resume skips it)
     metrics.csv              all folds; summary.json, summary.md: per fold, mean ± std over folds, pooled cases
 
+Resuming: a run that stopped (killed, out of time) continues with the same command. Folds with a ``result.json`` are
+skipped (their settings must match). The interrupted fold trains again with ``resume=True``: from
+``fold_<k>/models/checkpoint.pt``, after its last completed epoch (:class:`spine_monai.handlers.CheckpointManager`;
+the best model so far is kept; a fold stopped after its last epoch trains no further), or from epoch 1 when it had
+not completed one; its inference is then redone from scratch (``pred/`` is cleared). Its ``train_s`` adds up the
+attempts, each up to its last checkpoint (``fold_<k>/train_time.json``). ``overwrite`` starts every fold over.
+
 Choices: the "± std" beside each mean is the sample standard deviation over the fold means (the paper's stds, 0.1-1.2
 points, are of that size); the pooled per-case mean ± std is reported as well. Inference time per volume is the
 time from fetching a volume to its label file being written (loading, preprocessing, network, inversion, saving),
@@ -47,8 +54,9 @@ __all__ = ["crossval", "prepare_folds", "inner_split", "parse_overlays", "bundle
 
 logger = logging.getLogger(__name__)
 
-#: metrics kept in result.json / summary.json (means over the classes of each case).
-SUMMARY_METRICS: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "hd", "hd95", "msd")
+#: metrics kept in result.json / summary.json (means over the classes of each case); ``fnr`` / ``fpr``: false negative
+#: rate FN / (FN + TP) and false positive rate FP / (FP + TN) (the review's Table 1).
+SUMMARY_METRICS: tuple[str, ...] = ("dice", "jaccard", "precision", "recall", "fnr", "fpr", "hd", "hd95", "msd")
 #: config ids the cross-validation sets itself.
 RESERVED_OVERRIDES: tuple[str, ...] = ("dataset_dir", "datalist", "fold", "ckpt_dir", "output_dir", "bundle_root",
                                        "device", "train_datalist", "val_datalist", "resume")
@@ -286,6 +294,31 @@ def _infer_timed(bundle_root: Path, items: Sequence[Mapping[str, Any]], output_d
     return times
 
 
+def _train_attempts(fold_dir: Path, resume: bool) -> list[dict[str, float]]:
+    """The earlier, interrupted training attempts of a fold, each closed with the seconds it kept, plus a new open one
+    (written to ``fold_<k>/train_time.json`` before training starts).
+
+    An attempt that was killed kept the epochs up to its last ``models/checkpoint.pt``: its ``kept_s`` is that file's
+    modification time minus the attempt's start (0 when it wrote no checkpoint), so the fold's ``train_s`` adds up the
+    training that the resumed model contains, not the work lost after the last checkpoint. Without ``resume`` (or
+    without a checkpoint to resume from) the earlier attempts are dropped.
+    """
+    path, ckpt = fold_dir / "train_time.json", fold_dir / "models" / "checkpoint.pt"
+    attempts: list[dict[str, float]] = []
+    if resume and path.is_file() and ckpt.is_file():
+        try:
+            attempts = list(json.loads(path.read_text(encoding="utf-8")).get("attempts", []))
+        except (OSError, ValueError):
+            attempts = []
+        saved = ckpt.stat().st_mtime
+        for a in attempts:
+            if "kept_s" not in a:  # the attempt that was interrupted: up to its last checkpoint
+                a["kept_s"] = max(0.0, saved - float(a["start"]))
+    attempts.append({"start": time.time()})
+    _write_json(path, {"attempts": attempts})
+    return attempts
+
+
 def _count_params(bundle_root: Path, overlays: Sequence[str], override: Mapping[str, Any]) -> int:
     from spine_monai.bundle.runner import make_workflow
 
@@ -452,12 +485,15 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
                                               "test": [_case_id(it) for it in val_items]})
         logger.info("fold %d/%d: training on %d cases (checkpoint chosen on %d more), testing on %d", k + 1, folds,
                     n_train, len(inner_val), len(val_items))
+        attempts = _train_attempts(fold_dir, resume=not overwrite)
         t0 = time.perf_counter()
         ckpt = train_bundle(root, dataset_dir, overlays=ovl, progress=progress, datalist=str(folds_path), fold=k,
                             ckpt_dir=str(fold_dir / "models"), output_dir=str(fold_dir / "train_logs"),
                             train_datalist=train_items, val_datalist=inner_val, resume=not overwrite,
                             overwrite=bool(overwrite), **train_over)
-        train_s = time.perf_counter() - t0
+        attempts[-1]["kept_s"] = time.perf_counter() - t0
+        _write_json(fold_dir / "train_time.json", {"attempts": attempts})
+        train_s = float(sum(a["kept_s"] for a in attempts))
         pred_dir = fold_dir / "pred"
         if pred_dir.is_dir():  # labels of an interrupted run: this fold's inference is redone from scratch
             import shutil
@@ -484,6 +520,7 @@ def crossval(bundle: str, dataset_dir: str, folds: int = 5, overlays: str | Sequ
         group = groups["mean over classes"]
         result = {
             "fold": k, "n_train": n_train, "n_inner_val": len(inner_val), "n_test": len(val_items), "train_s": train_s,
+            "train_attempts": len(attempts),
             "infer_s_per_volume": float(np.mean(times)) if times else math.nan, "infer_s_volumes": times,
             "infer_s_total": infer_total, "device": dev, "device_name": device_description(dev),
             "params": _count_params(root, ovl, infer_over), "weights_mb": ckpt.stat().st_size / 2**20,

@@ -120,3 +120,49 @@ def test_bench_tiny_run_writes_json_and_ratios(tmp_path):
     assert target["value"] == pytest.approx(1.0 / u3d["latency_s_ratio"]) and target["met"] in (True, False)
     md = Path(md_path).read_text()
     assert "| SAU-Net | 3x32x32 |" in md and "Profile of SAU-Net" in md and "MONAI" in md
+
+
+# ---------------------------------------------------------------------------------------------- the review (12 nets)
+REVIEW = REPO / "bundles" / "review_spine_mri_segmentation"
+
+
+def test_measure_review_network_from_the_registry():
+    """The review's network_def is a registry call (no dict to read in_channels from) and it has no patch_size: one
+    1 x H x W slice for inference, the training batch of whole slices of the benchmark's size."""
+    from spine_monai.networks.registry import get_network
+
+    over = {"network_name": "miniseg", "network_preset": "cpu", "img_size": 32}
+    job = {**_job("infer", [], over, {}), "bundle": str(REVIEW), "size": [32, 32], "repeats": 1}
+    res = measure(job)
+    assert res["params"] == sum(p.numel() for p in get_network("miniseg", 1, 20, preset="cpu").parameters())
+    assert res["flops"] > 0 and "whole image" in res["inferer"]
+    res = measure({**job, "kind": "train", "infer_overrides": {}, "train_overrides": {**over, "num_samples": 1}})
+    assert res["input_shape"] == [2, 1, 32, 32] and res["median_s"] > 0  # batch_size 2 x num_samples 1
+
+
+def test_bench_review_method_overrides_and_overlays_reach_the_measurement(tmp_path, monkeypatch):
+    """Each method's network_name (Method.overrides), its own overlay (table3_unet) and the common overlays reach
+    the measured network; a common network_name is refused."""
+    from spine_monai.evaluation import bench as bench_mod
+    from spine_monai.networks.registry import get_network
+
+    jobs = []
+
+    def in_process(job, timeout):
+        jobs.append(job)
+        return measure(job)
+
+    monkeypatch.setattr(bench_mod, "_run_child", in_process)
+    md = bench(str(REVIEW), methods="miniseg,unet_table3", overlays="cpu_small", sizes="32x32", repeats=1, warmup=0,
+               threads=1, train=False, out=tmp_path, name="review", img_size=32)
+    assert [j["overlays"] for j in jobs] == [["cpu_small"], ["cpu_small", "table3_unet"]]
+    assert [j["infer_overrides"]["network_name"] for j in jobs] == ["miniseg", "unet"]
+    rows = {r["method"]: r for r in json.loads((tmp_path / "review.json").read_text())["results"]}
+    assert rows["miniseg"]["params"] == sum(p.numel() for p in get_network("miniseg", 1, 20).parameters())
+    features = [64, 128, 256, 512, 256, 64]  # the overlay's U-Net 64-512, over the cpu preset's widths
+    assert rows["unet_table3"]["params"] == sum(p.numel() for p in get_network("unet", 1, 20, features=features)
+                                                .parameters())
+    assert rows["unet_table3"]["size"] == [32, 32] and "error" not in rows["unet_table3"]
+    assert "| MiniSeg | 32x32 |" in Path(md).read_text()
+    with pytest.raises(ValueError, match="network_name"):
+        bench(str(REVIEW), methods="miniseg", sizes="32x32", out=tmp_path, network_name="unet")

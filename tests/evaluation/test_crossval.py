@@ -255,3 +255,33 @@ def test_crossval_killed_mid_fold_resumes_that_fold(tmp_path):
     assert final["history"] == list(range(1, epochs + 1))
     assert (out / "fold_0" / "result.json").is_file()
     assert (out / "fold_0" / "models" / "model_config.json").is_file()
+    # the killed attempt's training up to its last checkpoint counts in the fold's training time
+    result = json.loads((out / "fold_0" / "result.json").read_text())
+    attempts = json.loads((out / "fold_0" / "train_time.json").read_text())["attempts"]
+    assert result["train_attempts"] == len(attempts) == 2 and attempts[0]["kept_s"] > 0
+    assert result["train_s"] == pytest.approx(sum(a["kept_s"] for a in attempts))
+
+
+def test_train_attempts_count_up_to_the_last_checkpoint(tmp_path):
+    """A killed attempt counts from its start to its last checkpoint.pt; without resume, or with no checkpoint to
+    resume from, the earlier attempts are dropped."""
+    import os
+    import time
+
+    from spine_monai.evaluation.crossval import _train_attempts
+
+    fold = tmp_path / "fold_0"
+    (fold / "models").mkdir(parents=True)
+    start = time.time() - 100.0
+    (fold / "train_time.json").write_text(json.dumps({"attempts": [{"start": start - 50.0, "kept_s": 7.0},
+                                                                   {"start": start}]}))
+    assert [len(a) for a in _train_attempts(fold, resume=True)] == [1]  # no checkpoint: started over
+    (fold / "train_time.json").write_text(json.dumps({"attempts": [{"start": start - 50.0, "kept_s": 7.0},
+                                                                   {"start": start}]}))
+    ckpt = fold / "models" / "checkpoint.pt"
+    ckpt.write_bytes(b"")
+    os.utime(ckpt, (start + 40.0, start + 40.0))
+    attempts = _train_attempts(fold, resume=True)
+    assert [a.get("kept_s") for a in attempts] == [7.0, pytest.approx(40.0), None]
+    assert json.loads((fold / "train_time.json").read_text())["attempts"] == attempts
+    assert len(_train_attempts(fold, resume=False)) == 1
