@@ -37,6 +37,7 @@ from monai.transforms import (
     RandomizableTransform,
     Resized,
 )
+from monai.transforms.utils import allow_missing_keys_mode
 
 from spine_monai.errors import InputError
 from spine_monai.transforms.image2d import _squeeze_2d, check_image_2d, to_grey
@@ -119,7 +120,9 @@ class SagittalSlicesd(MapTransform, InvertibleTransform):
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         key = next(iter(k for k in self.keys if k in d))
-        return (self._3d if d[key].dim() == 4 else self._2d).inverse(d)
+        inner = self._3d if d[key].dim() == 4 else self._2d
+        with allow_missing_keys_mode(inner):  # Invertd hands over the inverted key alone (no label)
+            return inner.inverse(d)
 
 
 class RandTorchIOSliced(RandomizableTransform, MapTransform):
