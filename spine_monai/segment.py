@@ -19,6 +19,13 @@ Inter-Slice Attention", MIDL 2020, PMLR 121:903-913), and adds what a user needs
 - optionally a PNG overlay of the middle sagittal slice and a JSON with the volume of each label in ml (voxel count
   x voxel volume from the label's affine), label names from ``outputs.pred.channel_def`` of the bundle metadata.
 
+Three kinds of bundle (:func:`bundle_input_dims`): a 3D bundle segments volumes; a 2D bundle (``inputs.image`` of its
+metadata has two spatial sizes, e.g. SEAM) segments 2D images (PNG and the like, or a 2D NIfTI); a 2D bundle whose
+``inference.json`` runs the network slice by slice over volumes (:data:`SLICEWISE_INFERERS`: the review bundle's
+``SagittalSliceInferer``) segments both: a 2D image or 2D NIfTI gives a 2D label, anything else is read as a volume.
+Its inputs are checked by the bundle's own view transform (:func:`read_sagittal`): a volume with one sagittal slice is
+segmented, one with a single axial or coronal slice is refused, an RGB(A) image is converted to grey.
+
 Choices: the input is read once here (MONAI ``LoadImage``, the reader the bundle uses) to check it before the
 bundle runs, so a bad scan gives one line instead of an exception chain from inside the ignite engine; the cost is
 reading the scan twice. ``device="auto"`` picks CUDA when present; AMP follows the device unless overridden.
@@ -45,8 +52,8 @@ from spine_monai.bundle.runner import infer_bundle, resolve_bundle
 from spine_monai.transforms.memory import check_bundle_memory
 from spine_monai.transforms.validate import InputError, check_volume_array
 
-__all__ = ["segment", "read_scan", "read_image_2d", "bundle_dims", "label_names", "label_volumes", "label_areas",
-           "resolve_device"]
+__all__ = ["segment", "read_scan", "read_image_2d", "read_sagittal", "bundle_dims", "bundle_input_dims", "label_names",
+           "label_volumes", "label_areas", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,10 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 INPUT_KINDS = "a NIfTI, .mha, .mhd or .nrrd file, or a folder with one DICOM series"
 IMAGE_SUFFIXES_2D = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 INPUT_KINDS_2D = "a 2D image (.png, .jpg, .bmp, .tif) or a 2D NIfTI"
+INPUT_KINDS_SLICES = f"{INPUT_KINDS} holding a 3D volume, or {INPUT_KINDS_2D}"
+#: ``inferer`` targets of ``inference.json`` that run a 2D network over the sagittal slices of a volume: a 2D bundle
+#: using one segments 3D volumes as well as 2D images (the review bundle).
+SLICEWISE_INFERERS = ("spine_monai.inferers.SagittalSliceInferer", "spine_monai.inferers.slices.SagittalSliceInferer")
 
 
 def bundle_dims(root: Path) -> int:
@@ -63,8 +74,45 @@ def bundle_dims(root: Path) -> int:
     return 2 if len(shape) == 2 else 3
 
 
-def read_image_2d(input_path: str | os.PathLike) -> Any:
+def bundle_input_dims(root: Path) -> tuple[int, ...]:
+    """The input dimensions a bundle segments: ``(3,)`` for a 3D bundle, ``(2,)`` for a 2D one (:func:`bundle_dims`),
+    ``(2, 3)`` for a 2D bundle whose ``inference.json`` ``inferer`` is one of :data:`SLICEWISE_INFERERS` (it runs the
+    2D network over the slices of a volume)."""
+    if bundle_dims(root) == 3:
+        return (3,)
+    try:
+        config = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return (2,)
+    inferer = config.get("inferer") if isinstance(config, dict) else None
+    target = inferer.get("_target_") if isinstance(inferer, dict) else None
+    return (2, 3) if target in SLICEWISE_INFERERS else (2,)
+
+
+def _is_image_2d(path: Path) -> bool:
+    """Whether a slice-wise bundle takes ``path`` as a 2D image: a PNG-like file, or a NIfTI whose header has two
+    dimensions (a ``(X, Y, 1)`` NIfTI is a volume with one slice, as the bundle's ``LoadImaged`` reads it)."""
+    name = path.name.lower()
+    if name.endswith(IMAGE_SUFFIXES_2D):
+        return True
+    if path.is_file() and name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        try:
+            return len(nib.load(str(path)).shape) == 2
+        except Exception:  # noqa: BLE001 - unreadable: read_scan says why
+            return False
+    return False
+
+
+def read_image_2d(input_path: str | os.PathLike, min_size: int = 32,
+                  aspect_range: tuple[float, float] | None = (1.5, 8.0)) -> Any:
     """Read and check a 2D image the way the 2D bundles do (``LoadImage`` + ``PrepareImage2Dd``'s checks).
+
+    Args:
+        input_path: the image.
+        min_size: smallest allowed side in pixels (``PrepareImage2Dd``'s; SEAM's default).
+        aspect_range: allowed height / width ratio (SEAM's VPI default); ``None`` skips the check.
 
     Returns:
         ``MetaTensor`` ``(1, X, Y)`` (X columns, Y rows), grey.
@@ -88,7 +136,38 @@ def read_image_2d(input_path: str | os.PathLike) -> Any:
         img = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
     except Exception as err:  # noqa: BLE001 - every reader failure means "cannot read this file"
         raise ValueError(f"{path}: cannot be read as an image (expected {INPUT_KINDS_2D}; {_reason(err)}).") from None
-    return PrepareImage2Dd("image")({"image": img})["image"]
+    return PrepareImage2Dd("image", min_size=min_size, aspect_range=aspect_range)({"image": img})["image"]
+
+
+def read_sagittal(input_path: str | os.PathLike, min_size: int = 16) -> Any:
+    """Read and check the input of a slice-wise bundle (the review bundle) as its ``inference.json`` will take it.
+
+    A 2D image (.png, .jpg, .bmp, .tif; RGB(A) converted to grey) or a 2D NIfTI is read as a sagittal picture; any
+    other input as a 3D volume (:func:`read_scan`, a single slice allowed). Then the bundle's view transform
+    (:class:`spine_monai.transforms.slices.SagittalSlicesd`, at a tiny size) checks it: a volume with one sagittal
+    slice passes, one with a single axial or coronal slice is refused.
+
+    Args:
+        input_path: the image or volume.
+        min_size: smallest in-plane extent (``SagittalSlicesd``'s default).
+
+    Returns:
+        ``MetaTensor`` ``(1, X, Y)`` (grey 2D image) or ``(1, X, Y, Z)`` (volume, in the file's orientation).
+
+    Raises:
+        FileNotFoundError: if the input does not exist.
+        ValueError: (``InputError``) naming the file: unreadable, a single axial / coronal slice, too small,
+            constant, NaN, more than one channel in a volume.
+    """
+    from spine_monai.transforms.slices import SagittalSlicesd
+
+    path = _check_input_path(input_path, INPUT_KINDS_SLICES)
+    if _is_image_2d(path):
+        img = read_image_2d(path, min_size=min_size, aspect_range=None)
+    else:
+        img = read_scan(path, single_slice=True)
+    SagittalSlicesd("image", size=min_size, min_size=min_size)({"image": img})  # the bundle's own view checks
+    return img
 
 
 def _reason(err: BaseException, limit: int = 160) -> str:
@@ -144,11 +223,13 @@ def _native_stderr(lines: list[str]) -> Iterator[None]:
             lines.extend(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
-def read_scan(input_path: str | os.PathLike) -> Any:
+def read_scan(input_path: str | os.PathLike, single_slice: bool = False) -> Any:
     """Read and check a scan the way the bundles do (MONAI ``LoadImage``, channel first).
 
     Args:
         input_path: a NIfTI / .mha / .mhd / .nrrd file or a DICOM series folder.
+        single_slice: accept a volume with one slice (a slice-wise bundle segments one sagittal slice; its own
+            checks refuse other views, :func:`read_sagittal`).
 
     Returns:
         ``MetaTensor`` ``(1, X, Y, Z)`` with its RAS ``affine``.
@@ -178,7 +259,7 @@ def read_scan(input_path: str | os.PathLike) -> Any:
     for line in native:
         logger.warning("%s: reader says: %s", path, line)
     spatial = tuple(int(s) for s in img.shape[1:])
-    if len(spatial) == 3 and min(spatial) == 1 and max(spatial) > 1:
+    if len(spatial) == 3 and min(spatial) == 1 and max(spatial) > 1 and not single_slice:
         raise InputError(f"{path}: a single 2D slice of shape {spatial}, not a volume; segment needs a 3D scan.")
     check_volume_array(img, str(path))
     return img
@@ -377,7 +458,8 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
     Args:
         bundle: bundle folder or name (e.g. ``saunet_spine_mri_segmentation``).
         input_path: a NIfTI / .mha / .mhd / .nrrd file or a folder with one DICOM series; a 3D volume. For a 2D
-            bundle (SEAM): a 2D image (.png, .jpg, .bmp, .tif; RGB converted to grey) or a 2D NIfTI.
+            bundle (SEAM): a 2D image (.png, .jpg, .bmp, .tif; RGB converted to grey) or a 2D NIfTI. For a slice-wise
+            bundle (the review bundle, :func:`bundle_input_dims`): either (:func:`read_sagittal`).
         output_path: the label map to write (``.nii.gz`` or ``.nii``), in the input's geometry, uint8; for a 2D
             image input a ``.png`` of the image's size.
         weights: weights file; default ``<bundle>/models/model.pt``. The configuration record beside it
@@ -407,8 +489,10 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
     from spine_monai.export import load_network
 
     root = resolve_bundle(bundle)
-    dims = bundle_dims(root)
-    src = _check_input_path(input_path, INPUT_KINDS_2D if dims == 2 else INPUT_KINDS)
+    input_dims = bundle_input_dims(root)
+    kinds = {(3,): INPUT_KINDS, (2,): INPUT_KINDS_2D}.get(input_dims, INPUT_KINDS_SLICES)
+    src = _check_input_path(input_path, kinds)
+    dims = 2 if input_dims == (2,) or (input_dims == (2, 3) and _is_image_2d(src)) else 3  # of this input
     for target in (output_path, overlay, volumes_json):
         if target is not None and _same_file(src, _real(target)):
             raise ValueError(f"{_real(target)}: is the input scan {src}; choose another output name (the input is "
@@ -428,10 +512,13 @@ def segment(bundle: str, input_path: str, output_path: str, weights: str | None 
                          "be different files.")
     ckpt = _resolve_weights(root, weights)
     dev = resolve_device(device)
-    if dims == 2:
+    if input_dims == (2, 3):
+        image = read_sagittal(src)
+    elif dims == 2:
         image = read_image_2d(src)
     else:
         image = read_scan(src)
+    if dims == 3:
         check_bundle_memory(image, str(src), root, {**overrides, "ckpt_path": str(ckpt)})  # one line if too large
     load_network(root, ckpt, **overrides)  # one-line error for unreadable or non-matching weights (CPU)
     _check_other_networks(root, ckpt, overrides)  # e.g. localization.pt beside model.pt (CT bundle)
