@@ -3,9 +3,11 @@
 ``--bundle`` chooses the method (default SAU-Net; ``seam_spine_us_segmentation`` runs FPN + SEAM on ultrasound VPI
 phantoms and adds the Cobb-angle error against the phantoms' true angles; ``attention_driven_spine_ct_segmentation``
 runs Sekuboyina et al.'s two-stage method on thoracolumbar CT phantoms: its ``train.json`` trains the localisation
-net, then the segmentation net, and inference fuses both). Everything runs through the bundle's own configs with
-overrides (and, for SEAM, SAFNet and the CT method, CPU overlays such as ``cpu_small.json``) that size the run for a
-CPU: :data:`SPECS`.
+net, then the segmentation net, and inference fuses both; ``review_spine_mri_segmentation`` trains one of the twelve 2D
+networks of Zhou et al.'s review, DeepLabv3+ by default, on sagittal slices of multi-class MRI phantoms and segments
+the held-out volumes slice by slice). Everything runs through the bundle's own configs with overrides (and, for SEAM,
+SAFNet, the CT method and the review, CPU overlays such as ``cpu_small.json``) that size the run for a CPU:
+:data:`SPECS`.
 The output folder's ``README.md`` holds what was run: the command that repeats it, the same steps as
 ``python -m spine_monai phantoms`` and ``python -m monai.bundle run`` commands with every override, the result table
 and the environment the figures hold for.
@@ -103,6 +105,11 @@ SPECS: dict[str, DemoSpec] = {
     "attention_driven_spine_ct_segmentation": DemoSpec(
         "Attention-driven 2D/3D U-Net", "ct", ("cpu_small",), CT_DEMO_OVERRIDES, "imagesTr", "labelsBinTr", ".nii.gz",
         {1: "spine"}, 12, 4),
+    # the recipe is cpu_small.json's (DeepLabv3+ on ResNet-18, 160 x 160 slices, 40 epochs); ``--network_name`` picks
+    # another of the twelve networks (its cpu preset)
+    "review_spine_mri_segmentation": DemoSpec(
+        "Review 2D networks (DeepLabv3+)", "mri", ("cpu_small",), {}, "imagesTr", "labelsTr", ".nii.gz",
+        MRSPINESEG_CLASSES, 16, 4, binary=False),
 }
 
 
@@ -360,11 +367,13 @@ def run_demo(out: str | os.PathLike = "demo_out", bundle: str = "saunet_spine_mr
             ``seam_spine_us_segmentation`` (FPN + SEAM on ultrasound VPI phantoms, with the Cobb-angle error) or
             ``safnet_spine_mri_segmentation`` (SAFNet on multi-class MRI phantoms, 19 structures, CPU recipe with
             the softmax cross-entropy) or ``attention_driven_spine_ct_segmentation`` (Sekuboyina et al.'s
-            localisation net + 2D/3D U-Net with late fusion on CT phantoms, both stages trained, ``cpu_small``).
-        n: training phantoms (5 folds; fold 0 validates for checkpoint selection); default 16 (SAU-Net, SAFNet), 24
-            (SEAM), 12 (attention-driven CT).
+            localisation net + 2D/3D U-Net with late fusion on CT phantoms, both stages trained, ``cpu_small``) or
+            ``review_spine_mri_segmentation`` (one of the review's twelve 2D networks, DeepLabv3+ by default, on
+            sagittal slices of multi-class MRI phantoms, 19 structures, ``cpu_small``; ``--network_name`` switches).
+        n: training phantoms (5 folds; fold 0 validates for checkpoint selection); default 16 (SAU-Net, SAFNet,
+            review), 24 (SEAM), 12 (attention-driven CT).
         n_test: held-out test phantoms (another seed), never seen in training or model selection; default 4
-            (SAU-Net, SAFNet, attention-driven CT), 8 (SEAM).
+            (SAU-Net, SAFNet, attention-driven CT, review), 8 (SEAM).
         seed: phantom seed (test phantoms use ``seed + 1000``).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda:0"``.
         shape_scale: phantom size factor (1.0 = full size: 256-512 pixels in-plane for MRI, about 1100 x 270 for US).

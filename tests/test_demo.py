@@ -179,6 +179,33 @@ def test_demo_attention_ct_tiny(tmp_path):
     assert "`models/localization.pt`" in readme and summary["fingerprints"]["localization_weights"] in readme
 
 
+REVIEW_TINY = ["--bundle", "review_spine_mri_segmentation", "--n", "4", "--n_test", "2", "--shape_scale", "0.25",
+               "--num_workers", "0", "--epochs", "1", "--val_interval", "1", "--num_samples", "2", "--img_size", "32"]
+
+
+@pytest.mark.slow
+def test_demo_review_tiny(tmp_path):
+    """The review bundle's demo: multi-class MRI phantoms, its cpu_small overlay with the default network (DeepLabv3+,
+    ResNet-18 at the cpu preset; here on 32 x 32 slices), a metric row per structure, a label map in the test
+    phantom's geometry (segmented slice by slice); the README's repeat commands write the multi-class phantoms."""
+    out = tmp_path / "review"
+    proc = subprocess.run([sys.executable, "-m", "spine_monai", "demo", "--out", str(out), *REVIEW_TINY],
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bundle"] == "review_spine_mri_segmentation" and summary["overlays"] == ["cpu_small"]
+    assert set(summary["summary"]) == {str(c) for c in range(1, 20)} | {"mean over classes"}
+    record = json.loads((out / "models" / "model_config.json").read_text())
+    assert record["settings"]["network_name"] == "deeplabv3plus" and record["settings"]["network_preset"] == "cpu"
+    image = sorted((out / "test" / "imagesTr").glob("*.nii.gz"))[0]
+    seg = nib.load(str(out / "segmentation.nii.gz"))
+    assert seg.shape == nib.load(str(image)).shape and np.allclose(seg.affine, nib.load(str(image)).affine)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(20))
+    readme = (out / "README.md").read_text()
+    assert "--nobinary" in readme and "configs/cpu_small.json" in readme and "T9/T10" in readme
+
+
 def test_unknown_bundle_is_refused(tmp_path):
     with pytest.raises(ValueError, match="the demo runs saunet_spine_mri_segmentation"):
         run_demo(tmp_path / "x", bundle="nope")
