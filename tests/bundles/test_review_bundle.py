@@ -312,3 +312,24 @@ def test_export_torchscript_of_the_default_network(tmp_path):
     x = torch.rand(2, 1, 32, 48)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_real_png_slices_smoke(trained, real_data_dir, tmp_path):
+    """The 20 real sagittal lumbar T2 PNG slices of ../shared/data/real/vesal_mri_png (skipped without ../shared):
+    inference.json over the folder writes one PNG label per slice, of the slice's size, with MRSpineSeg values. A
+    smoke test of the 2D path on real pictures (the tiny model's labels are not scored here; the docs report the
+    scores of trained models)."""
+    from contract import bundle_cmd, run
+
+    images = real_data_dir / "vesal_mri_png" / "images"
+    if not images.is_dir():
+        pytest.skip("vesal_mri_png is absent")
+    out = tmp_path / "pred"
+    run(bundle_cmd("run", "--config_file", str(BUNDLE / "configs" / "inference.json"), "--bundle_root", str(BUNDLE),
+                   "--dataset_dir", str(images), "--ckpt_path", str(trained), "--output_dir", str(out)), cwd=tmp_path)
+    pngs = sorted(images.glob("*.png"))
+    assert len(pngs) == 20
+    for png in pngs:
+        seg = np.asarray(Image.open(out / f"{png.stem}_seg.png"))
+        assert seg.shape == np.asarray(Image.open(png)).shape[:2]
+        assert set(np.unique(seg).tolist()) <= CLASSES
