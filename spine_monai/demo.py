@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spine_monai.data.labels import MRSPINESEG_LABELS
+
 __all__ = ["run_demo", "DEMO_OVERRIDES", "SPECS", "DemoSpec", "environment"]
 
 logger = logging.getLogger(__name__)
@@ -70,9 +72,7 @@ CT_DEMO_OVERRIDES: dict[str, Any] = {"epochs": 20, "loc_epochs": 30, "val_interv
 
 
 #: MRSpineSeg's 19 structures (the multi-class MRI phantoms' labels), scored by the SAFNet demo.
-MRSPINESEG_CLASSES: dict[int, str] = {
-    1: "S", 2: "L5", 3: "L4", 4: "L3", 5: "L2", 6: "L1", 7: "T12", 8: "T11", 9: "T10", 10: "T9", 11: "L5/S",
-    12: "L4/L5", 13: "L3/L4", 14: "L2/L3", 15: "L1/L2", 16: "T12/L1", 17: "T11/T12", 18: "T10/T11", 19: "T9/T10"}
+MRSPINESEG_CLASSES: dict[int, str] = {value: name for value, name in MRSPINESEG_LABELS.items() if value}
 
 
 @dataclass(frozen=True)

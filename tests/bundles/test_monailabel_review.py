@@ -21,6 +21,8 @@ import pytest
 import torch
 from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 
+from spine_monai.data.labels import MRSPINESEG_LABELS
+
 NAME = "review_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
 SETTINGS = {"network_name": "unet", "network_preset": "cpu", "network_options": {}, "img_size": 32}
@@ -56,9 +58,7 @@ def server(tmp_path_factory):
 class TestMonaiLabel(MonaiLabelContract):
     name = NAME
     # MONAI Label lower-cases the channel_def names (S -> s, L5/S -> l5/s)
-    labels = {name.lower(): value for value, name in
-              enumerate(["S", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "L5/S", "L4/L5", "L3/L4",
-                         "L2/L3", "L1/L2", "T12/L1", "T11/T12", "T10/T11", "T9/T10"], start=1)}
+    labels = {name.lower(): value for value, name in MRSPINESEG_LABELS.items() if value}
     dimension = 2
 
 
