@@ -16,6 +16,7 @@ MONAI Label 0.8.5 on 127.0.0.1 with a bundle copy and a datastore, and :class:`M
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -36,11 +37,18 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "spine_monai" / "schemas" / "meta_schema.json"
 START_TIMEOUT_S = 240
+
+#: ``pytestmark`` of the MONAI Label server tests: slow, and skipped where the optional monailabel is not installed.
+MONAILABEL_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
+                       reason="monailabel is not installed (optional; install recipe in docs/monailabel.md)"),
+]
 REQUEST_TIMEOUT_S = 300
 
 __all__ = ["run", "bundle_cmd", "overrides", "bundle_fixtures", "BundleContract", "Volume3DContract", "Server",
            "serve_monailabel", "install_small_bundle", "small_networks", "small_settings", "write_small_weights",
-           "phantom_studies", "MonaiLabelContract", "REPO", "SCHEMA"]
+           "phantom_studies", "MONAILABEL_MARKS", "MonaiLabelContract", "REPO", "SCHEMA"]
 
 
 def run(args: Sequence[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600,

@@ -11,7 +11,6 @@ constants of the bundle test; ``inference.json`` takes them from the records of 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from contract import (
+    MONAILABEL_MARKS,
     MonaiLabelContract,
     install_small_bundle,
     overrides,
@@ -34,11 +34,7 @@ from test_attention_ct_bundle import BUNDLE, TRAIN_SMALL
 NAME = BUNDLE.name
 SMALL = overrides(TRAIN_SMALL)  # one epoch of each stage (MONAI Label sets the segmentation stage's max_epochs)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
-                       reason="monailabel is not installed (optional; install recipe in docs/monailabel.md)"),
-]
+pytestmark = MONAILABEL_MARKS
 
 
 def small_bundle_copy(dst: Path) -> Path:

@@ -11,7 +11,6 @@ rewrites ``models/model.pt`` with its record. Only the bundle copy's ``train.jso
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
+from contract import MONAILABEL_MARKS, REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 
 from spine_monai.data.labels import MRSPINESEG_LABELS
 
@@ -28,11 +27,7 @@ BUNDLE = REPO / "bundles" / NAME
 SETTINGS = {"network_name": "unet", "network_preset": "cpu", "network_options": {}, "img_size": 32}
 SMALL = {**SETTINGS, "batch_size": 2, "num_samples": 2, "num_workers": 0, "epochs": 1, "val_interval": 1}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
-                       reason="monailabel is not installed (optional; install recipe in docs/monailabel.md)"),
-]
+pytestmark = MONAILABEL_MARKS
 
 
 def small_bundle_copy(dst: Path) -> Path:

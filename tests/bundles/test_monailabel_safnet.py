@@ -9,7 +9,6 @@ gets small constants; ``inference.json`` takes them from the record beside the i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
+from contract import MONAILABEL_MARKS, REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 
 from spine_monai.data.labels import MRSPINESEG_LABELS
 
@@ -25,11 +24,7 @@ NAME = "safnet_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
 SMALL = {"features": 8, "spatial_size": [8, 32, 64], "batch_size": 2, "num_workers": 0, "epochs": 1}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
-                       reason="monailabel is not installed (optional; install recipe in docs/monailabel.md)"),
-]
+pytestmark = MONAILABEL_MARKS
 
 
 def small_bundle_copy(dst: Path) -> Path:

@@ -9,7 +9,6 @@ rewrites ``models/model.pt`` with its record. The server and the ``/info`` check
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
+from contract import MONAILABEL_MARKS, REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 from PIL import Image
 
 NAME = "seam_spine_us_segmentation"
@@ -25,11 +24,7 @@ BUNDLE = REPO / "bundles" / NAME
 SMALL = {"encoder_name": "resnet18", "pyramid_channels": 32, "segmentation_channels": 32, "spatial_size": [64, 256],
          "patch_size": [64, 128], "batch_size": 2, "num_workers": 0, "epochs": 1}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
-                       reason="monailabel is not installed (optional; install recipe in docs/monailabel.md)"),
-]
+pytestmark = MONAILABEL_MARKS
 
 
 def small_bundle_copy(dst: Path) -> Path:

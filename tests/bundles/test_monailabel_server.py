@@ -13,7 +13,6 @@ Install recipe: docs/monailabel.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,18 +20,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from contract import REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
+from contract import MONAILABEL_MARKS, REPO, MonaiLabelContract, install_small_bundle, phantom_studies, serve_monailabel
 
 NAME = "saunet_spine_mri_segmentation"
 BUNDLE = REPO / "bundles" / NAME
 SMALL = {"features": [4, 8, 16], "pixdim": [4.0, 2.5, 2.5], "num_workers": 0, "patch_size": [-1, 32, 32],
          "num_samples": 1, "roi_size": [-1, 64, 64], "epochs": 1}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
-                       reason="monailabel is not installed (optional; install recipe in docs/monailabel.md)"),
-]
+pytestmark = MONAILABEL_MARKS
 
 
 def small_bundle_copy(dst: Path) -> Path:
